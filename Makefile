@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+MOTO_PORT ?= 5000
+DAGSTER_PORT ?= 3000
+BIN := $(VENV)/bin
+
+.PHONY: install run stop test validate bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## Start the sandbox fleet in a moto server and the Dagster UI on it (http://localhost:$(DAGSTER_PORT)).
+run: install
+	$(BIN)/python -m sandbox run --moto-port $(MOTO_PORT) --dagster-port $(DAGSTER_PORT)
+
+## Stop the sandbox's moto server (the UI stops with Ctrl-C).
+stop: install
+	$(BIN)/python -m sandbox stop
+
+## Install and run the whole test suite (pytest exits non-zero when it collects no tests).
+test: install
+	$(BIN)/python -m pytest
+
+validate: install
+	$(BIN)/python -m sandbox validate
+
+bench: install
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache

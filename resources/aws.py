@@ -1,0 +1,137 @@
+"""How the code location reaches AWS: one grouped Dagster resource of boto3 clients.
+
+Built on dagster-aws's ``ResourceWithBoto3Configuration`` (region, profile, endpoint,
+credentials, max attempts) plus botocore's retry mode. Anything left unset falls through to
+botocore's own environment handling, which is what makes the same code run against a moto
+server or LocalStack (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``) and real AWS
+(unset).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import boto3
+from botocore.config import Config
+from dagster_aws.utils import ResourceWithBoto3Configuration
+from pydantic import Field, PrivateAttr
+
+from resources.settings import SettingsError
+
+SERVICES = ("ec2", "ecs", "sqs", "dynamodb", "ssm", "s3", "cloudwatch")
+RETRY_MODES = ("legacy", "standard", "adaptive")
+
+# Called with every client this module creates. Benchmarks count calls and the fault tests
+# inject errors through botocore's event system on the real clients, never by patching
+# project code.
+_client_observers: list[Callable[[Any], None]] = []
+
+
+def add_client_observer(observer: Callable[[Any], None]) -> Callable[[], None]:
+    """Register ``observer(client)`` for every new client; returns a function that removes it."""
+    _client_observers.append(observer)
+    return lambda: _client_observers.remove(observer)
+
+
+class AwsClients(ResourceWithBoto3Configuration):
+    """Boto3 clients for EC2, ECS, SQS, DynamoDB, SSM, S3 and CloudWatch, sharing one configuration.
+
+    Unset fields fall back to botocore's environment: AWS_REGION / AWS_DEFAULT_REGION,
+    AWS_PROFILE, AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>.
+    """
+
+    retry_mode: Literal["legacy", "standard", "adaptive"] = Field(
+        default="standard",
+        description="botocore retry mode: standard (backoff with jitter) or adaptive (adds client-side rate limiting).",
+    )
+    connect_timeout: float = Field(default=10.0, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(default=60.0, description="Seconds to wait for a response (long polls wait 20 s).")
+
+    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def _session(self) -> boto3.session.Session:
+        return boto3.session.Session(
+            profile_name=self.profile_name,
+            region_name=self.region_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+        )
+
+    def client(self, service: str) -> Any:
+        """A cached boto3 client for ``service`` (boto3 clients are thread-safe)."""
+        with self._lock:
+            if service not in self._clients:
+                config = Config(
+                    retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+                    connect_timeout=self.connect_timeout,
+                    read_timeout=self.read_timeout,
+                    max_pool_connections=20,
+                )
+                kwargs: dict[str, Any] = {"config": config, "use_ssl": self.use_ssl, "verify": self.verify}
+                if self.endpoint_url:
+                    kwargs["endpoint_url"] = self.endpoint_url
+                client = self._session().client(service, **kwargs)
+                for observe in list(_client_observers):
+                    observe(client)
+                self._clients[service] = client
+            return self._clients[service]
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    @property
+    def ecs(self) -> Any:
+        return self.client("ecs")
+
+    @property
+    def sqs(self) -> Any:
+        return self.client("sqs")
+
+    @property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @property
+    def ssm(self) -> Any:
+        return self.client("ssm")
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def cloudwatch(self) -> Any:
+        return self.client("cloudwatch")
+
+
+def load_aws_clients(environ: Mapping[str, str] | None = None) -> AwsClients:
+    """Build the AWS resource from the environment, failing now on values botocore would reject later."""
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    raw_attempts = env.get("AWS_MAX_ATTEMPTS")
+    if raw_attempts is not None:
+        try:
+            attempts = int(raw_attempts)
+        except ValueError:
+            raise SettingsError(f"AWS_MAX_ATTEMPTS={raw_attempts!r} is not a whole number") from None
+        if attempts < 1:
+            raise SettingsError(f"AWS_MAX_ATTEMPTS={raw_attempts!r} must be at least 1")
+        kwargs["max_attempts"] = attempts
+    raw_mode = env.get("AWS_RETRY_MODE")
+    if raw_mode is not None:
+        if raw_mode not in RETRY_MODES:
+            raise SettingsError(f"AWS_RETRY_MODE={raw_mode!r} is not one of {', '.join(RETRY_MODES)}")
+        kwargs["retry_mode"] = raw_mode
+    for var in ["AWS_ENDPOINT_URL", *(f"AWS_ENDPOINT_URL_{s.upper()}" for s in SERVICES)]:
+        value = env.get(var)
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise SettingsError(f"{var}={value!r} is not an http(s) URL")
+    # Region, profile and endpoints are left to botocore, which reads the same variables
+    # (including the per-service endpoints a single endpoint_url field could not express).
+    return AwsClients(**kwargs)

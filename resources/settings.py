@@ -1,0 +1,170 @@
+"""The fleet contract's names, read once from the environment and validated at load.
+
+Every name of ``shared/fleet-contract.md`` lives here with its environment variable and
+default. ``load_settings`` reads the environment when ``definitions.py`` is imported, so a
+misconfigured deployment (an empty table name, ``RUNS_FLEET_DRY_RUN=maybe``) fails to load
+with an error that names the variable, instead of failing halfway through a sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+
+class SettingsError(ValueError):
+    """A RUNS_FLEET_* / AWS_* environment variable holds a value the project cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    env_var: str
+    default: str
+    description: str
+    kind: str = "name"  # name | ssm_prefix | queue | bool
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("jobs_table", "RUNS_FLEET_JOBS_TABLE", "runs-fleet-jobs", "DynamoDB jobs table."),
+    Setting("pools_table", "RUNS_FLEET_POOLS_TABLE", "runs-fleet-pools", "DynamoDB pools table."),
+    Setting(
+        "queue_tracking_table",
+        "RUNS_FLEET_QUEUE_TRACKING_TABLE",
+        "runs-fleet-queue-tracking",
+        "DynamoDB per-runner queue tracking table.",
+    ),
+    Setting(
+        "ssm_prefix",
+        "RUNS_FLEET_SSM_PREFIX",
+        "/runs-fleet/runners/",
+        "SSM path under which each runner's `{runner-id}/config` parameter lives.",
+        kind="ssm_prefix",
+    ),
+    Setting(
+        "termination_queue",
+        "RUNS_FLEET_TERMINATION_QUEUE_URL",
+        "runs-fleet-termination.fifo",
+        "Termination FIFO queue: a URL, or a queue name resolved with GetQueueUrl.",
+        kind="queue",
+    ),
+    Setting(
+        "housekeeping_queue",
+        "RUNS_FLEET_HOUSEKEEPING_QUEUE_URL",
+        "runs-fleet-housekeeping",
+        "Housekeeping request queue: a URL, or a queue name resolved with GetQueueUrl.",
+        kind="queue",
+    ),
+    Setting(
+        "runner_queue_prefix",
+        "RUNS_FLEET_RUNNER_QUEUE_PREFIX",
+        "runs-fleet-runner-",
+        "Name prefix of the per-runner input/output/dlq queues.",
+    ),
+    Setting("archive_bucket", "RUNS_FLEET_ARCHIVE_BUCKET", "runs-fleet-archive", "S3 archive bucket."),
+    Setting("ecs_cluster", "RUNS_FLEET_ECS_CLUSTER", "runs-fleet", "ECS cluster of container runners."),
+    Setting("metrics_namespace", "RUNS_FLEET_METRICS_NAMESPACE", "RunsFleet", "CloudWatch namespace."),
+    Setting(
+        "dry_run",
+        "RUNS_FLEET_DRY_RUN",
+        "false",
+        "When true, every destructive piece stops after its plan, whatever its run config says.",
+        kind="bool",
+    ),
+)
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_NAME = re.compile(r"^[A-Za-z0-9._\-:/]+$")
+
+
+def parse_bool(env_var: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{env_var}={raw!r} is not a boolean: use true or false")
+
+
+def validate_setting(setting: Setting, raw: str) -> str:
+    """Check one raw value; returns it, or raises naming the variable."""
+    value = raw.strip()
+    if not value:
+        raise SettingsError(f"{setting.env_var} is set but empty: it names the {setting.description}")
+    if value != raw:
+        raise SettingsError(f"{setting.env_var}={raw!r} has surrounding whitespace")
+    if setting.kind == "bool":
+        parse_bool(setting.env_var, value)
+        return value
+    if setting.kind == "queue" and value.startswith(("http://", "https://")):
+        return value
+    if not _NAME.match(value):
+        raise SettingsError(f"{setting.env_var}={raw!r} holds characters no AWS name allows")
+    if setting.kind == "ssm_prefix" and not (value.startswith("/") and value.endswith("/")):
+        raise SettingsError(f"{setting.env_var}={raw!r} must start and end with '/' (e.g. /runs-fleet/runners/)")
+    return value
+
+
+class FleetSettings(ConfigurableResource):
+    """The fleet contract's resource names (see shared/fleet-contract.md), one per RUNS_FLEET_* variable."""
+
+    jobs_table: str = Field(default="runs-fleet-jobs", description="DynamoDB jobs table (RUNS_FLEET_JOBS_TABLE).")
+    pools_table: str = Field(default="runs-fleet-pools", description="DynamoDB pools table (RUNS_FLEET_POOLS_TABLE).")
+    queue_tracking_table: str = Field(
+        default="runs-fleet-queue-tracking", description="Queue tracking table (RUNS_FLEET_QUEUE_TRACKING_TABLE)."
+    )
+    ssm_prefix: str = Field(default="/runs-fleet/runners/", description="Runner parameter path (RUNS_FLEET_SSM_PREFIX).")
+    termination_queue: str = Field(
+        default="runs-fleet-termination.fifo",
+        description="Termination FIFO queue URL or name (RUNS_FLEET_TERMINATION_QUEUE_URL).",
+    )
+    housekeeping_queue: str = Field(
+        default="runs-fleet-housekeeping",
+        description="Housekeeping request queue URL or name (RUNS_FLEET_HOUSEKEEPING_QUEUE_URL).",
+    )
+    runner_queue_prefix: str = Field(
+        default="runs-fleet-runner-", description="Per-runner queue name prefix (RUNS_FLEET_RUNNER_QUEUE_PREFIX)."
+    )
+    archive_bucket: str = Field(default="runs-fleet-archive", description="S3 archive bucket (RUNS_FLEET_ARCHIVE_BUCKET).")
+    ecs_cluster: str = Field(default="runs-fleet", description="ECS cluster of container runners (RUNS_FLEET_ECS_CLUSTER).")
+    metrics_namespace: str = Field(default="RunsFleet", description="CloudWatch namespace (RUNS_FLEET_METRICS_NAMESPACE).")
+    dry_run: str = Field(
+        default="false", description="RUNS_FLEET_DRY_RUN: true stops every destructive piece after its plan."
+    )
+
+    @property
+    def global_dry_run(self) -> bool:
+        return parse_bool("RUNS_FLEET_DRY_RUN", self.dry_run)
+
+    def ssm_parameter_name(self, runner_id: str) -> str:
+        return f"{self.ssm_prefix}{runner_id}/config"
+
+    def runner_queue_names(self, runner_id: str) -> dict[str, str]:
+        """The three per-runner queue names, keyed by the archive layout's `queue=` value."""
+        p = self.runner_queue_prefix
+        return {"input": f"{p}input-{runner_id}", "output": f"{p}output-{runner_id}", "dlq": f"{p}dlq-{runner_id}"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> FleetSettings:
+    """Validate every RUNS_FLEET_* variable now and build the settings resource.
+
+    A variable that is set is passed as ``EnvVar`` (so the Dagster UI shows where the value
+    comes from); one that is unset takes the contract's default.
+    """
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, object] = {}
+    for setting in SETTINGS:
+        if setting.env_var in env:
+            validate_setting(setting, env[setting.env_var])
+            # EnvVar keeps the deployment-specific value out of the code and visible as such
+            # in the UI; it only resolves from os.environ, so honour a passed mapping literally.
+            kwargs[setting.field] = EnvVar(setting.env_var) if environ is None else env[setting.env_var]
+        else:
+            kwargs[setting.field] = setting.default
+    return FleetSettings(**kwargs)

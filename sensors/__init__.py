@@ -1,0 +1,1 @@
+"""What wakes a run: the termination and housekeeping queue sensors."""
