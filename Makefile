@@ -27,8 +27,9 @@ stop: install
 test: install
 	$(BIN)/python -m pytest
 
+## Load the code location the way Dagster does and report errors.
 validate: install
-	$(BIN)/python -m sandbox validate
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster definitions validate -w workspace.yaml
 
 bench: install
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
