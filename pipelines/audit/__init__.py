@@ -1,0 +1,85 @@
+"""The read-only, observable side of the fleet: pool audit (cost) and queue health, as assets.
+
+- `pool_audit_job` materializes `pool_inventory` and `pool_cost_report`, daily at 09:00 UTC.
+- `queue_health_job` materializes `queue_health` and runs its asset checks, every 5 minutes.
+- Housekeeping requests `pool_audit` and `queue_health` start these jobs (``REQUESTS``).
+
+Both pieces only read the fleet (and write a report, metrics and Dagster metadata), so a
+request's `dry_run` and `max_actions` are accepted and ignored: there is nothing to limit.
+Any other param is refused with ``BadParams`` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+
+from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
+from pipelines.audit.queue_health import queue_health
+from pipelines.common.requests import BadParams, RequestableJob
+
+pool_audit_job = define_asset_job(
+    name="pool_audit_job",
+    selection=AssetSelection.assets(pool_inventory, pool_cost_report),
+    description="Inventory every pool and price it: cost report (CSV in the archive bucket, chart, metrics).",
+)
+
+queue_health_job = define_asset_job(
+    name="queue_health_job",
+    selection=AssetSelection.assets(queue_health),
+    description="Measure every fleet queue and DLQ, class it, and run the queue health asset checks.",
+)
+
+pool_audit_schedule = ScheduleDefinition(
+    name="pool_audit_daily",
+    job=pool_audit_job,
+    cron_schedule="0 9 * * *",
+    execution_timezone="UTC",
+    description="Daily at 09:00 UTC: materialize pool_inventory and pool_cost_report.",
+)
+
+queue_health_schedule = ScheduleDefinition(
+    name="queue_health_every_5_minutes",
+    job=queue_health_job,
+    cron_schedule="*/5 * * * *",
+    execution_timezone="UTC",
+    description="Every 5 minutes: materialize queue_health and run its asset checks.",
+)
+
+# Params every housekeeping request may carry (contract); meaningless for a read-only piece.
+_IGNORED_PARAMS = {"dry_run": bool, "max_actions": int}
+
+
+def _read_only_run_config(task_type: str):
+    def build(params: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(params, Mapping):
+            raise BadParams(f"{task_type}: params must be an object, got {type(params).__name__}")
+        for key, value in params.items():
+            expected = _IGNORED_PARAMS.get(key)
+            if expected is None:
+                raise BadParams(f"{task_type}: unknown param {key!r} (this read-only task takes none; "
+                                f"dry_run and max_actions are accepted and ignored)")
+            # bool is an int subclass: max_actions=true is a mistake, not a number.
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise BadParams(f"{task_type}: param {key!r} must be {expected.__name__}, got {value!r}")
+            if key == "max_actions" and value < 0:
+                raise BadParams(f"{task_type}: param 'max_actions' must be >= 0, got {value!r}")
+        return {}
+
+    return build
+
+
+REQUESTS: list[RequestableJob] = [
+    RequestableJob("pool_audit", pool_audit_job.name, _read_only_run_config("pool_audit")),
+    RequestableJob("queue_health", queue_health_job.name, _read_only_run_config("queue_health")),
+]
+
+defs = Definitions(
+    assets=[pool_inventory, pool_cost_report, queue_health],
+    jobs=[pool_audit_job, queue_health_job],
+    schedules=[pool_audit_schedule, queue_health_schedule],
+)
+
+__all__ = ["REQUESTS", "defs", "pool_audit_job", "queue_health_job"]
