@@ -120,6 +120,8 @@ def dagster_env(state: dict) -> dict[str, str]:
     from sandbox.server import DEFAULT_REGION, sandbox_env
 
     DAGSTER_HOME.mkdir(exist_ok=True)
+    # The sandbox instance: run-queue limits as in production, no telemetry (sandbox/dagster.yaml).
+    (DAGSTER_HOME / "dagster.yaml").write_text((Path(__file__).parent / "dagster.yaml").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(sandbox_env(state["url"], os.environ.get("AWS_REGION", DEFAULT_REGION)))
     env["DAGSTER_HOME"] = str(DAGSTER_HOME)
