@@ -76,10 +76,12 @@ REQUESTS: list[RequestableJob] = [
     RequestableJob("queue_health", queue_health_job.name, _read_only_run_config("queue_health")),
 ]
 
+JOBS = [pool_audit_job, queue_health_job]
+
 defs = Definitions(
     assets=[pool_inventory, pool_cost_report, queue_health],
-    jobs=[pool_audit_job, queue_health_job],
+    jobs=JOBS,
     schedules=[pool_audit_schedule, queue_health_schedule],
 )
 
-__all__ = ["REQUESTS", "defs", "pool_audit_job", "queue_health_job"]
+__all__ = ["JOBS", "REQUESTS", "defs", "pool_audit_job", "queue_health_job"]
