@@ -1,0 +1,19 @@
+"""Archival of finished jobs: one day of the jobs table at a time to S3, verified before delete, restorable.
+
+Plain rules in ``query``, ``parts``, ``manifest``, ``archive`` and ``restore``; the Dagster
+layer (daily partitions, jobs, schedule, the ``job_archive`` asset) in ``jobs``; the
+``old_jobs`` housekeeping request in ``requests``. See docs/archival.md.
+"""
+
+from dagster import Definitions
+
+from pipelines.archival.jobs import archive_old_jobs, archive_old_jobs_daily, job_archive, restore_archived_jobs
+from pipelines.archival.requests import REQUESTS
+
+defs = Definitions(
+    jobs=[archive_old_jobs, restore_archived_jobs],
+    schedules=[archive_old_jobs_daily],
+    assets=[job_archive],
+)
+
+__all__ = ["REQUESTS", "defs"]

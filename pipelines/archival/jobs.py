@@ -1,0 +1,212 @@
+"""The Dagster layer of job archival: daily partitions, the archive and restore jobs, the schedule, the asset.
+
+Thin by design: each op reads config and resources, calls ``archive_day`` / ``restore_day``,
+and turns the result into logs, metadata, a metric and an ``job_archive`` materialization.
+"""
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from dagster import (
+    AssetMaterialization, AssetSpec, Config, DailyPartitionsDefinition, DefaultScheduleStatus, MetadataValue,
+    OpExecutionContext, Output, RunRequest, ScheduleEvaluationContext, SkipReason, job, op, schedule,
+)
+from pydantic import Field
+
+from pipelines.archival.archive import DEFAULT_PART_MAX_BYTES, DayArchiveResult, archive_day
+from pipelines.archival.restore import restore_day
+from pipelines.common.aws import Metric, put_metrics
+from pipelines.common.safety import is_dry_run
+from resources.aws import AwsClients
+from resources.settings import FleetSettings
+
+ARCHIVE_START_DATE = "2024-01-01"
+ARCHIVE_AFTER_DAYS = 7  # the schedule archives the day this many days back
+JOB_ARCHIVE_ASSET = "job_archive"
+
+# One partition per UTC day of completed_at. end_offset=0: the newest partition is yesterday,
+# since today's records are still finishing.
+job_archive_partitions = DailyPartitionsDefinition(start_date=ARCHIVE_START_DATE, timezone="UTC", end_offset=0)
+
+job_archive = AssetSpec(
+    JOB_ARCHIVE_ASSET,
+    partitions_def=job_archive_partitions,
+    group_name="archival",
+    kinds={"s3"},
+    description=(
+        "Finished job records archived from the jobs table, one partition per completed_at day (UTC): "
+        "gzip JSON Lines parts under s3://<archive bucket>/jobs/completed_date=YYYY-MM-DD/ with a _manifest.json. "
+        "Materialized by each run of archive_old_jobs."
+    ),
+)
+
+
+def archive_day_for(moment: datetime) -> date:
+    """The day the daily schedule archives when it runs at ``moment``."""
+    return moment.astimezone(timezone.utc).date() - timedelta(days=ARCHIVE_AFTER_DAYS)
+
+
+class ArchiveConfig(Config):
+    """Run config of archive_old_jobs; an operator raises a limit or asks for a dry run for one run here."""
+
+    dry_run: bool = Field(default=False, description="Report what would be archived and deleted, then stop.")
+    max_actions: int = Field(
+        default=1_000_000, ge=0,
+        description="Fail before deleting if more records than this would be deleted. The archive is written and "
+        "verified by then, so a re-run with a higher limit only deletes.",
+    )
+    part_max_mb: int = Field(default=DEFAULT_PART_MAX_BYTES // (1024 * 1024), ge=1,
+                             description="Start a new part once one holds this many MiB of uncompressed JSON.")
+    query_page_size: int | None = Field(default=None, ge=1,
+                                        description="Records per Query page; unset: DynamoDB's 1 MB pages.")
+
+
+class RestoreConfig(Config):
+    """Run config of restore_archived_jobs."""
+
+    dry_run: bool = Field(default=False, description="Verify the archive and report what would be restored, then stop.")
+    overwrite: bool = Field(
+        default=False,
+        description="Replace a record the table holds in a different version. Off: such records are kept and reported.",
+    )
+
+
+def _archive_metadata(result: DayArchiveResult) -> dict[str, Any]:
+    return {
+        "records_found": result.found,
+        "records_archived_now": result.newly_archived,
+        "records_already_archived": result.already_archived,
+        "records_deleted": result.deleted,
+        "records_to_delete": result.to_delete,
+        "records_kept": result.kept,
+        "kept_examples": MetadataValue.md("\n".join(f"- {i}: {why}" for i, why in result.kept_examples) or "none"),
+        "parts_written": len(result.parts_written),
+        "parts_adopted": len(result.parts_adopted),
+        "bytes_written": result.bytes_written,
+        "query_pages": result.query.pages,
+        "delete_calls": result.delete_calls,
+        "by_status": MetadataValue.json(result.query.by_status),
+    }
+
+
+@op
+def archive_job_records_for_day(
+    context: OpExecutionContext, config: ArchiveConfig, aws: AwsClients, settings: FleetSettings
+):
+    """Archive the partition's day of finished job records to S3, verify the archive, then delete them from the jobs table.
+
+    Re-running a day is safe: records already in a verified part are only deleted, late
+    records go into a new part, and a part left by a crashed run is adopted.
+    """
+    day = date.fromisoformat(context.partition_key)
+    dry_run = is_dry_run(config.dry_run, settings)
+    result = archive_day(
+        aws.dynamodb, aws.s3, table=settings.jobs_table, bucket=settings.archive_bucket, day=day,
+        run_id=context.run_id, dry_run=dry_run, max_deletes=config.max_actions,
+        part_max_bytes=config.part_max_mb * 1024 * 1024, page_size=config.query_page_size,
+    )
+    verb = "would archive" if dry_run else "archived"
+    context.log.info(
+        f"job archive {day}: found {result.found} finished record(s) in {result.query.pages} query page(s); "
+        f"{verb} {result.newly_archived} new, {result.already_archived} already archived; "
+        f"{'would delete' if dry_run else 'deleted'} {result.deleted if not dry_run else result.to_delete}; "
+        f"kept {result.kept}; parts written {len(result.parts_written)}, adopted {len(result.parts_adopted)}"
+    )
+    for job_id, why in result.kept_examples:
+        context.log.warning(f"job archive {day}: kept job {job_id} in the table: {why}")
+    metadata = _archive_metadata(result)
+    metadata["dry_run"] = dry_run
+    if not dry_run:
+        put_metrics(aws.cloudwatch, settings.metrics_namespace, [Metric("JobRecordsArchived", result.deleted)])
+        yield AssetMaterialization(
+            asset_key=JOB_ARCHIVE_ASSET,
+            partition=context.partition_key,
+            description=f"Job records completed on {day} (UTC)",
+            metadata={
+                "records": result.archive_records,
+                "bytes": result.archive_bytes,
+                "parts": len(result.part_uris),
+                "records_archived_now": result.newly_archived,
+                "records_deleted": result.deleted,
+                "manifest": MetadataValue.text(result.manifest_uri or "none (no records for this day)"),
+                "s3_uris": MetadataValue.md("\n".join(f"- {uri}" for uri in result.part_uris) or "none"),
+                "run_id": context.run_id,
+            },
+        )
+    yield Output(
+        {"day": day.isoformat(), "archived": result.newly_archived, "deleted": result.deleted, "dry_run": dry_run},
+        metadata=metadata,
+    )
+
+
+@job(
+    partitions_def=job_archive_partitions,
+    tags={"runs-fleet/capability": "archival"},
+)
+def archive_old_jobs():
+    """Archive one day (the partition, by completed_at in UTC) of finished jobs to S3 and delete them from the jobs table.
+
+    Records are deleted only after their archive parts are read back and verified. Backfill
+    any range of days from the UI (Backfill on the job's partitions) or `dagster job backfill`.
+    """
+    archive_job_records_for_day()
+
+
+@op
+def restore_job_records_for_day(
+    context: OpExecutionContext, config: RestoreConfig, aws: AwsClients, settings: FleetSettings
+):
+    """Verify the partition's day of archive (count and SHA-256 of every part), then write its records back to the jobs table.
+
+    Restoring twice is harmless: records already present as archived are skipped.
+    """
+    day = date.fromisoformat(context.partition_key)
+    dry_run = is_dry_run(config.dry_run, settings)
+    result = restore_day(
+        aws.dynamodb, aws.s3, table=settings.jobs_table, bucket=settings.archive_bucket, day=day,
+        dry_run=dry_run, overwrite=config.overwrite,
+    )
+    if result.manifest_uri is None:
+        context.log.warning(f"job restore {day}: no archive for this day; nothing to restore")
+    context.log.info(
+        f"job restore {day}: {result.archived} archived record(s) in {result.parts_verified} verified part(s); "
+        f"{'would restore' if dry_run else 'restored'} {result.restored}, already present {result.already_present}, "
+        f"kept different version {result.conflicts}"
+    )
+    for job_id in result.conflict_examples:
+        context.log.warning(f"job restore {day}: job {job_id} exists in the table in a different version; not overwritten")
+    return Output(
+        {"day": day.isoformat(), "restored": result.restored, "dry_run": dry_run},
+        metadata={
+            "dry_run": dry_run,
+            "manifest": MetadataValue.text(result.manifest_uri or "none"),
+            "parts_verified": result.parts_verified,
+            "records_archived": result.archived,
+            "records_restored": result.restored,
+            "records_already_present": result.already_present,
+            "records_conflicting": result.conflicts,
+            "conflict_examples": MetadataValue.md("\n".join(f"- {i}" for i in result.conflict_examples) or "none"),
+        },
+    )
+
+
+@job(partitions_def=job_archive_partitions, tags={"runs-fleet/capability": "archival"})
+def restore_archived_jobs():
+    """Write one archived day (the partition) of job records back to the jobs table, after verifying its archive."""
+    restore_job_records_for_day()
+
+
+@schedule(
+    job=archive_old_jobs,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    # Destructive (deletes table records once archived): an operator turns it on deliberately.
+    default_status=DefaultScheduleStatus.STOPPED,
+)
+def archive_old_jobs_daily(context: ScheduleEvaluationContext):
+    """Every day at 02:00 UTC, archive the day 7 days back (its records are long finished by then)."""
+    moment = context.scheduled_execution_time or datetime.now(timezone.utc)
+    day = archive_day_for(moment).isoformat()
+    if day < ARCHIVE_START_DATE:
+        return SkipReason(f"{day} is before the first archive partition, {ARCHIVE_START_DATE}")
+    return RunRequest(run_key=f"archive_old_jobs:{day}", partition_key=day)
