@@ -116,26 +116,31 @@ def ensure_server(port: int, timeout_s: float = 300) -> dict:
     raise SystemExit(f"The sandbox server was not ready after {timeout_s:.0f} s; see {LOG_FILE}")
 
 
-def dagster_env(state: dict) -> dict[str, str]:
+def dagster_env(moto_url: str, dagster_home: Path = DAGSTER_HOME) -> dict[str, str]:
+    """The environment `dagster dev` runs with: AWS pointed at the sandbox moto server, DAGSTER_HOME in the project."""
     from sandbox.server import DEFAULT_REGION, sandbox_env
 
-    DAGSTER_HOME.mkdir(exist_ok=True)
+    dagster_home.mkdir(parents=True, exist_ok=True)
     # The sandbox instance: run-queue limits as in production, no telemetry (sandbox/dagster.yaml).
-    (DAGSTER_HOME / "dagster.yaml").write_text((Path(__file__).parent / "dagster.yaml").read_text())
+    (dagster_home / "dagster.yaml").write_text((Path(__file__).parent / "dagster.yaml").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(sandbox_env(state["url"], os.environ.get("AWS_REGION", DEFAULT_REGION)))
-    env["DAGSTER_HOME"] = str(DAGSTER_HOME)
+    env.update(sandbox_env(moto_url, os.environ.get("AWS_REGION", DEFAULT_REGION)))
+    env["DAGSTER_HOME"] = str(dagster_home)
     return env
+
+
+def dagster_dev_command(port: int) -> list[str]:
+    dagster = Path(sys.executable).parent / "dagster"
+    return [str(dagster), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
 
 
 def run(moto_port: int, dagster_port: int) -> None:
     state = ensure_server(moto_port)
-    env = dagster_env(state)
-    dagster = Path(sys.executable).parent / "dagster"
+    env = dagster_env(state["url"])
     print(f"Starting the Dagster UI on http://localhost:{dagster_port} (DAGSTER_HOME={DAGSTER_HOME}); Ctrl-C stops it, "
           "`make stop` stops the moto server.", flush=True)
-    os.execve(str(dagster), [str(dagster), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-                             "-p", str(dagster_port)], env)
+    command = dagster_dev_command(dagster_port)
+    os.execve(command[0], command, env)
 
 
 def stop() -> None:
