@@ -1,0 +1,297 @@
+"""Orphaned queues: per-runner queues and tracking records whose runner is gone → archive, then delete.
+
+The contract's rule: a per-runner queue (``{prefix}input|output|dlq-{runner-id}``) older than
+24 h whose runner is gone → archive any messages it still holds to S3 (verified), then delete
+it and its tracking record; tracking records idle more than 24 h whose runner is gone go too.
+The archive-then-delete step is ``pipelines.common.runner_queues``, shared with termination
+processing.
+"""
+
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from dagster import DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
+
+from pipelines.common.aws import batch_get_with_retry, batch_write_with_retry, error_code, queue_name
+from pipelines.common.requests import RequestableJob
+from pipelines.common.runner_queues import QUEUE_KINDS, archive_and_delete_runner_queues
+from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
+from pipelines.sweeps.params import sweep_run_config
+from pipelines.sweeps.plans import SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.runners import Liveness, runner_liveness
+from resources.aws import AwsClients
+from resources.settings import FleetSettings
+
+KIND = "orphaned_queues"
+MIN_AGE = timedelta(hours=24)
+LIST_PAGE_SIZE = 1000  # ListQueues' maximum
+_GONE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
+@dataclass
+class RunnerResources:
+    """One runner's queues (kind -> URL) and its tracking record's last activity, as found."""
+
+    runner_id: str
+    queues: dict[str, str] = field(default_factory=dict)
+    tracked: bool = False
+    last_activity_ms: int | None = None
+    tracking_problem: str | None = None
+
+
+def parse_queue_name(name: str, prefix: str) -> tuple[str, str] | None:
+    """``{prefix}{kind}-{runner-id}`` → (kind, runner_id); None for any other queue under the prefix."""
+    if not name.startswith(prefix):
+        return None
+    rest = name[len(prefix) :]
+    for kind in QUEUE_KINDS:
+        if rest.startswith(kind + "-") and len(rest) > len(kind) + 1:
+            return kind, rest[len(kind) + 1 :]
+    return None
+
+
+def find_runner_resources(
+    aws: AwsClients, settings: FleetSettings, page_size: int = LIST_PAGE_SIZE, scan_page_size: int | None = None
+) -> dict[str, RunnerResources]:
+    """ListQueues by prefix (1000 a page, all pages) and Scan the tracking table (all pages), grouped by runner."""
+    runners: dict[str, RunnerResources] = {}
+    pages = aws.sqs.get_paginator("list_queues").paginate(
+        QueueNamePrefix=settings.runner_queue_prefix, PaginationConfig={"PageSize": page_size}
+    )
+    for page in pages:
+        for url in page.get("QueueUrls", []):
+            parsed = parse_queue_name(queue_name(url), settings.runner_queue_prefix)
+            if parsed:
+                kind, runner_id = parsed
+                runners.setdefault(runner_id, RunnerResources(runner_id)).queues[kind] = url
+    scan = aws.dynamodb.get_paginator("scan").paginate(
+        TableName=settings.queue_tracking_table, ProjectionExpression="runner_id, last_activity",
+        PaginationConfig={"PageSize": scan_page_size} if scan_page_size else {},
+    )
+    for page in scan:
+        for item in page.get("Items", []):
+            runner_id = item.get("runner_id", {}).get("S")
+            if not runner_id:
+                continue
+            entry = runners.setdefault(runner_id, RunnerResources(runner_id))
+            entry.tracked = True
+            raw = item.get("last_activity", {}).get("N")
+            try:
+                entry.last_activity_ms = int(raw) if raw is not None else None
+            except ValueError:
+                entry.last_activity_ms = None
+            if entry.last_activity_ms is None:
+                entry.tracking_problem = f"tracking record has no usable last_activity ({raw!r})"
+    return runners
+
+
+def queue_created(sqs: Any, url: str) -> datetime | None:
+    """A queue's CreatedTimestamp; None when the queue is already gone."""
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["CreatedTimestamp"])["Attributes"]
+    except ClientError as error:
+        if error_code(error) in _GONE:
+            return None
+        raise
+    return datetime.fromtimestamp(int(attributes["CreatedTimestamp"]), timezone.utc)
+
+
+def idle_for(entry: RunnerResources, now: datetime) -> timedelta | None:
+    if entry.last_activity_ms is None:
+        return None
+    return now - datetime.fromtimestamp(entry.last_activity_ms / 1000, timezone.utc)
+
+
+def plan_orphaned_queues(
+    runners: Mapping[str, RunnerResources], liveness: Mapping[str, Liveness], sqs: Any, now: datetime
+) -> SweepPlan:
+    """Apply the rule; asks each gone runner's queues for their age (one GetQueueAttributes per queue)."""
+    plan = SweepPlan(kind=KIND, found=len(runners))
+    for runner_id in sorted(runners):
+        entry = runners[runner_id]
+        state = liveness.get(runner_id)
+        if state is None:
+            continue  # not looked up: a young, active tracking-only record
+        if state.state == "uncertain":
+            plan.kept.append((runner_id, state.why))
+            continue
+        if state.state == "live":
+            continue
+        if entry.queues:
+            young: list[str] = []
+            names: dict[str, str] = {}
+            try:
+                for kind, url in sorted(entry.queues.items()):
+                    created = queue_created(sqs, url)
+                    if created is None:
+                        continue  # deleted since it was listed
+                    if now - created <= MIN_AGE:
+                        young.append(queue_name(url))
+                    names[kind] = queue_name(url)
+            except (ClientError, BotoCoreError) as error:
+                plan.kept.append((runner_id, f"queue age lookup failed ({error_code(error) or error}): kept"))
+                continue
+            if young:
+                continue  # a queue younger than 24 h keeps the whole set until the next run
+            if names:
+                what = f"archive and delete {len(names)} queue(s)" + (" + tracking record" if entry.tracked else "")
+                plan.actions.append(PlannedAction(
+                    runner_id, f"runner gone ({state.why}); queues older than 24 h: {', '.join(sorted(names))}",
+                    what, pool=state.pool,
+                ))
+                plan.targets[runner_id] = {"queues": names}
+                continue
+        if entry.tracked:
+            if entry.tracking_problem:
+                plan.kept.append((runner_id, entry.tracking_problem + ": kept"))
+                continue
+            idle = idle_for(entry, now)
+            if idle is not None and idle > MIN_AGE:
+                plan.actions.append(PlannedAction(
+                    runner_id, f"runner gone ({state.why}); tracking record idle {idle.total_seconds() / 3600:.1f} h, no queues",
+                    "delete tracking record", pool=state.pool,
+                ))
+                plan.targets[runner_id] = {"queues": {}, "last_activity": entry.last_activity_ms}
+    return plan
+
+
+def find_and_plan(aws: AwsClients, settings: FleetSettings, now: datetime | None = None) -> SweepPlan:
+    """Find queues and tracking records, look up the runners that could be orphaned (batched), and plan."""
+    now = now or datetime.now(timezone.utc)
+    runners = find_runner_resources(aws, settings)
+    # Tracking-only records still active are not candidates: skip their liveness lookups.
+    candidates = set()
+    for runner_id, entry in runners.items():
+        idle = idle_for(entry, now)
+        if entry.queues or entry.tracking_problem or (idle is not None and idle > MIN_AGE):
+            candidates.add(runner_id)
+    liveness = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, candidates)
+    return plan_orphaned_queues(runners, liveness, aws.sqs, now)
+
+
+def delete_orphaned(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> tuple[ActResult, dict[str, int]]:
+    """Re-check each runner is still gone, then archive-and-delete its queues, and batch-delete idle tracking records.
+
+    Returns the outcome and, per runner, how many queues were deleted.
+    """
+    result = ActResult()
+    deleted: dict[str, int] = {}
+    if not plan.actions:
+        return result, deleted
+    now_state = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, plan.targets)
+    go: list[PlannedAction] = []
+    for action in plan.actions:
+        state = now_state.get(action.resource)
+        if state is None or state.state != "gone":
+            result.skipped.append((action, f"runner re-checked: {state.why if state else 'not looked up'}"))
+        else:
+            go.append(action)
+
+    tracking_only = [a for a in go if not plan.targets[a.resource]["queues"]]
+    for action in (a for a in go if plan.targets[a.resource]["queues"]):
+        try:
+            cleanup = archive_and_delete_runner_queues(
+                aws.sqs, aws.s3, aws.dynamodb, runner_id=action.resource,
+                queue_names=plan.targets[action.resource]["queues"], bucket=settings.archive_bucket,
+                tracking_table=settings.queue_tracking_table,
+            )
+        except Exception as error:  # one runner's failure (S3, verification, SQS) must not wedge the sweep
+            result.failed.append((action, f"archive/delete failed: {error_code(error) or type(error).__name__}: {error}"))
+            continue
+        deleted[action.resource] = len(cleanup.queues_deleted)
+        if cleanup.complete:
+            result.done.append(action)
+        else:
+            kept = "; ".join(f"{name}: {why}" for name, why in cleanup.queues_kept.items())
+            result.skipped.append((action, f"kept: {kept}"))
+
+    if tracking_only:
+        _delete_idle_tracking(aws, settings, plan, tracking_only, result)
+    return result, deleted
+
+
+def _delete_idle_tracking(aws: AwsClients, settings: FleetSettings, plan: SweepPlan,
+                          actions: list[PlannedAction], result: ActResult) -> None:
+    table = settings.queue_tracking_table
+    try:
+        # Re-read the records (100 a call): one that saw activity since the plan is kept.
+        items = batch_get_with_retry(
+            aws.dynamodb, table, [{"runner_id": {"S": a.resource}} for a in actions],
+            projection="runner_id, last_activity",
+        )
+    except (ClientError, BotoCoreError, RuntimeError) as error:
+        result.failed += [(a, f"tracking re-check failed ({error_code(error) or error})") for a in actions]
+        return
+    current = {i["runner_id"]["S"]: i.get("last_activity", {}).get("N") for i in items}
+    go: list[PlannedAction] = []
+    for action in actions:
+        if action.resource not in current:
+            result.skipped.append((action, "tracking record already gone"))
+        elif current[action.resource] != str(plan.targets[action.resource]["last_activity"]):
+            result.skipped.append((action, "tracking record saw activity since the plan"))
+        else:
+            go.append(action)
+    try:
+        batch_write_with_retry(
+            aws.dynamodb, table, [{"DeleteRequest": {"Key": {"runner_id": {"S": a.resource}}}} for a in go]
+        )
+    except (ClientError, BotoCoreError, RuntimeError) as error:
+        result.failed += [(a, f"BatchWriteItem failed ({error_code(error) or error})") for a in go]
+        return
+    result.done += go
+
+
+# --- Dagster layer --------------------------------------------------------------------------
+
+
+@op(name="plan_orphaned_queues", out=Out(SweepPlan))
+def plan_orphaned_queues_op(context, aws: AwsClients, settings: FleetSettings) -> Output[SweepPlan]:
+    """Find per-runner queues older than 24 h and tracking records idle > 24 h whose runner is gone; record the plan."""
+    return plan_output(context.log, find_and_plan(aws, settings))
+
+
+@op(ins={"plan": In(SweepPlan)})
+def delete_orphaned_queues(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
+                           settings: FleetSettings) -> Output:
+    """Archive each planned runner's messages to S3 (verified), then delete its queues and tracking record;
+    re-checks the runner first; dry run and blast radius guard it."""
+    deleted: dict[str, int] = {}
+
+    def act(p: SweepPlan) -> ActResult:
+        result, counts = delete_orphaned(aws, settings, p)
+        deleted.update(counts)
+        return result
+
+    return guarded_act(context, plan, config, settings, aws, act, "OrphanedQueuesDeleted",
+                       metric_count=lambda a: deleted.get(a.resource, 0))
+
+
+@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps"})
+def orphaned_queues_sweep() -> None:
+    """Archive (to S3, verified) then delete per-runner queues older than 24 h whose runner is gone, with their
+    tracking records; tracking records idle > 24 h of gone runners go too. Plan first; `dry_run`,
+    `max_actions` and `max_fraction` are set on the delete op's config."""
+    delete_orphaned_queues(plan_orphaned_queues_op())
+
+
+orphaned_queues_schedule = ScheduleDefinition(
+    name="orphaned_queues_every_6_hours",
+    job=orphaned_queues_sweep,
+    cron_schedule="0 */6 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Every 6 h: the orphaned queues sweep. Destructive: an operator turns it on.",
+)
+
+PLAN_OP = "plan_orphaned_queues"
+ACT_OP = "delete_orphaned_queues"
+
+REQUEST = RequestableJob(
+    task_type="orphaned_queues",
+    job_name="orphaned_queues_sweep",
+    build_run_config=lambda params: sweep_run_config(params, plan_op=PLAN_OP, act_op=ACT_OP),
+)

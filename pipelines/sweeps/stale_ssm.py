@@ -1,0 +1,199 @@
+"""Stale SSM parameters: runner configs whose runner no longer exists → delete, 10 a call.
+
+The contract's rule: a runner parameter (``{prefix}{runner-id}/config``) older than
+``min_age_minutes`` (default 60, because a parameter is written before its runner is
+visible) whose runner no longer exists (EC2 instance terminated or unknown; ECS task stopped
+or unknown in the cluster) is deleted.
+"""
+
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from dagster import Config, DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
+from pydantic import Field
+
+from pipelines.common.aws import SSM_DELETE_BATCH, chunks, error_code
+from pipelines.common.requests import RequestableJob
+from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
+from pipelines.sweeps.params import minutes, sweep_run_config
+from pipelines.sweeps.plans import SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.runners import Liveness, runner_liveness
+from resources.aws import AwsClients
+from resources.settings import FleetSettings
+
+KIND = "stale_ssm"
+DEFAULT_MIN_AGE_MINUTES = 60
+DESCRIBE_PAGE_SIZE = 50  # DescribeParameters' maximum (GetParametersByPath stops at 10)
+
+
+@dataclass(frozen=True)
+class RunnerParameter:
+    name: str
+    runner_id: str
+    last_modified: datetime
+
+
+def runner_id_of(name: str, prefix: str) -> str | None:
+    """The runner id of ``{prefix}{runner-id}/config``; None for any other parameter under the prefix."""
+    if not name.startswith(prefix) or not name.endswith("/config"):
+        return None
+    runner_id = name[len(prefix) : -len("/config")]
+    return runner_id if runner_id and "/" not in runner_id else None
+
+
+def find_runner_parameters(
+    ssm: Any, prefix: str, page_size: int = DESCRIBE_PAGE_SIZE
+) -> tuple[list[RunnerParameter], int]:
+    """Every runner parameter under ``prefix`` (DescribeParameters, recursive path filter, all pages).
+
+    DescribeParameters rather than GetParametersByPath: it returns LastModifiedDate without
+    the values (nothing secret crosses the wire) and pages 50 at a time instead of 10.
+    Returns the runner parameters and how many other parameters were seen under the prefix.
+    """
+    path = prefix.rstrip("/") or "/"
+    pages = ssm.get_paginator("describe_parameters").paginate(
+        ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [path]}],
+        PaginationConfig={"PageSize": page_size},
+    )
+    found: list[RunnerParameter] = []
+    others = 0
+    for page in pages:
+        for parameter in page.get("Parameters", []):
+            runner_id = runner_id_of(parameter["Name"], prefix)
+            if runner_id is None:
+                others += 1
+                continue
+            modified = parameter["LastModifiedDate"]
+            if modified.tzinfo is None:
+                modified = modified.replace(tzinfo=timezone.utc)
+            found.append(RunnerParameter(parameter["Name"], runner_id, modified))
+    return found, others
+
+
+def plan_stale_parameters(
+    parameters: list[RunnerParameter], liveness: dict[str, Liveness], min_age_minutes: int, now: datetime
+) -> SweepPlan:
+    """Apply the rule to parameters and the liveness of their (old enough) runners."""
+    plan = SweepPlan(kind=KIND, found=len(parameters))
+    for parameter in sorted(parameters, key=lambda p: p.name):
+        age = now - parameter.last_modified
+        if age <= timedelta(minutes=min_age_minutes):
+            continue
+        state = liveness.get(parameter.runner_id)
+        if state is None:
+            plan.kept.append((parameter.name, f"liveness of runner {parameter.runner_id} not looked up: kept"))
+            continue
+        if state.state == "uncertain":
+            plan.kept.append((parameter.name, state.why))
+            continue
+        if state.state == "live":
+            continue
+        reason = f"{int(age.total_seconds() // 60)} min old > {min_age_minutes}; runner {parameter.runner_id}: {state.why}"
+        plan.actions.append(PlannedAction(parameter.name, reason, "delete parameter", pool=state.pool))
+        plan.targets[parameter.name] = parameter.runner_id
+    return plan
+
+
+def find_and_plan(
+    aws: AwsClients, settings: FleetSettings, min_age_minutes: int = DEFAULT_MIN_AGE_MINUTES,
+    now: datetime | None = None,
+) -> SweepPlan:
+    """List runner parameters, look up only the runners of old ones (batched), and plan."""
+    now = now or datetime.now(timezone.utc)
+    parameters, _ = find_runner_parameters(aws.ssm, settings.ssm_prefix)
+    old_runners = {p.runner_id for p in parameters if now - p.last_modified > timedelta(minutes=min_age_minutes)}
+    liveness = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, old_runners)
+    return plan_stale_parameters(parameters, liveness, min_age_minutes, now)
+
+
+def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+    """Re-check each target's runner is still gone, then DeleteParameters 10 names a call.
+
+    The re-check is the runner's liveness: that is what makes a parameter a target, and a
+    parameter's age only grows (a runner id is never reused for a new runner).
+    """
+    result = ActResult()
+    if not plan.actions:
+        return result
+    now_state = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, set(plan.targets.values()))
+    go: list[PlannedAction] = []
+    for action in plan.actions:
+        state = now_state.get(plan.targets[action.resource])
+        if state is None or state.state != "gone":
+            why = state.why if state else "runner not looked up"
+            result.skipped.append((action, f"runner {plan.targets[action.resource]} re-checked: {why}"))
+        else:
+            go.append(action)
+    for batch in chunks(go, SSM_DELETE_BATCH):
+        try:
+            response = aws.ssm.delete_parameters(Names=[a.resource for a in batch])
+        except (ClientError, BotoCoreError) as error:
+            why = f"DeleteParameters failed ({error_code(error) or error})"
+            result.failed += [(a, why) for a in batch]
+            continue
+        deleted = set(response.get("DeletedParameters", []))
+        for action in batch:
+            if action.resource in deleted:
+                result.done.append(action)
+            else:
+                result.skipped.append((action, "already gone (InvalidParameters)"))
+    return result
+
+
+# --- Dagster layer --------------------------------------------------------------------------
+
+
+class StaleSsmPlanConfig(Config):
+    """How old a parameter must be before its runner's absence counts."""
+
+    min_age_minutes: int = Field(
+        default=DEFAULT_MIN_AGE_MINUTES, ge=1,
+        description="Only parameters last modified more than this many minutes ago are considered "
+        "(a parameter is written before its runner is visible).",
+    )
+
+
+@op(name="plan_stale_ssm", out=Out(SweepPlan))
+def plan_stale_ssm_op(context, config: StaleSsmPlanConfig, aws: AwsClients, settings: FleetSettings) -> Output[SweepPlan]:
+    """Find runner parameters older than min_age_minutes whose runner (EC2 or ECS) is gone; record the plan."""
+    return plan_output(context.log, find_and_plan(aws, settings, config.min_age_minutes))
+
+
+@op(ins={"plan": In(SweepPlan)})
+def delete_stale_parameters(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
+                            settings: FleetSettings) -> Output:
+    """Delete the planned parameters (10 a call) after re-checking their runners; dry run and blast radius guard it."""
+    return guarded_act(context, plan, config, settings, aws, lambda p: delete_stale(aws, settings, p),
+                       "SSMParametersDeleted")
+
+
+@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps"})
+def stale_ssm_sweep() -> None:
+    """Delete runner SSM parameters ({prefix}{runner-id}/config) older than min_age_minutes (default 60)
+    whose runner no longer exists (EC2 instance terminated/unknown, ECS task stopped/unknown). Plan first;
+    `dry_run`, `max_actions` and `max_fraction` are set on the delete op's config."""
+    delete_stale_parameters(plan_stale_ssm_op())
+
+
+stale_ssm_schedule = ScheduleDefinition(
+    name="stale_ssm_hourly",
+    job=stale_ssm_sweep,
+    cron_schedule="0 * * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Hourly: the stale SSM parameters sweep. Destructive: an operator turns it on.",
+)
+
+PLAN_OP = "plan_stale_ssm"
+ACT_OP = "delete_stale_parameters"
+
+REQUEST = RequestableJob(
+    task_type="stale_ssm",
+    job_name="stale_ssm_sweep",
+    build_run_config=lambda params: sweep_run_config(
+        params, plan_op=PLAN_OP, act_op=ACT_OP, plan_params={"min_age_minutes": minutes}
+    ),
+)
