@@ -14,7 +14,7 @@ from dagster import Definitions
 from resources import load_aws_clients, load_settings
 
 # One module per capability; each defines `defs`.
-CAPABILITIES: list[str] = ["pipelines.audit", "pipelines.archival", "pipelines.sweeps"]
+CAPABILITIES: list[str] = ["pipelines.audit", "pipelines.archival", "pipelines.sweeps", "pipelines.termination"]
 
 defs = Definitions.merge(
     *(importlib.import_module(module).defs for module in CAPABILITIES),

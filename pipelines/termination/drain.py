@@ -1,0 +1,360 @@
+"""Drain the termination queue: receive, act, and only then delete — at least once, nothing lost.
+
+``drain_terminations`` is the whole of ``process_terminations`` without Dagster. Per batch
+of up to 10 messages it:
+
+1. parses each message (``messages.parse_message``); an invalid one is left in the queue,
+   so the queue's redrive moves it to the DLQ after 3 receives;
+2. marks each agent message's job done with a conditional update (in parallel);
+3. cleans up every runner of the batch: SSM parameters (one DeleteParameters), queues
+   archived and deleted, tracking records (batched reads and deletes);
+4. publishes the batch's ``JobDuration`` and ``JobSuccess`` / ``JobFailure`` metrics in one call;
+5. deletes the messages that are fully handled with one DeleteMessageBatch.
+
+A background thread keeps the visibility of messages still being worked on extended, so a
+slow batch is not delivered twice. Anything that fails leaves its message in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pipelines.common.aws import SQS_BATCH, Metric, chunks, put_metrics, queue_url
+from pipelines.termination.cleanup import RunnerCleanup, _describe, clean_up_runners
+from pipelines.termination.jobs_table import JobUpdate, mark_job_done
+from pipelines.termination.messages import Ignored, Invalid, Termination, parse_message
+from resources.settings import FleetSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORTED_FAILURES = 200  # run metadata stays readable; the logs carry every failure
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """How much one run drains and how it holds the messages it works on."""
+
+    max_messages: int = 1000
+    wait_seconds: int = 5
+    visibility_timeout: int = 120
+    workers: int = 10
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A message left in the queue, and why (safe to log: ids only, never the body)."""
+
+    message_id: str
+    reason: str
+    runner_id: str | None = None
+    job_id: str | None = None
+    receive_count: int | None = None
+
+
+@dataclass
+class DrainReport:
+    """What one drain did; becomes the run's metadata."""
+
+    received: int = 0
+    processed: int = 0  # jobs newly marked done, plus ECS stops cleaned up
+    already_done: int = 0
+    unknown_job: int = 0
+    not_running: int = 0  # the job exists but is neither running nor finished (e.g. queued)
+    ignored: int = 0
+    failed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    failure_reasons: Counter[str] = field(default_factory=Counter)
+    messages_deleted: int = 0
+    delete_failures: int = 0
+    messages_archived: int = 0
+    queues_deleted: int = 0
+    parameters_deleted: int = 0
+    metrics_published: int = 0
+    metric_failures: int = 0
+    visibility_extensions: int = 0
+    batches: int = 0
+
+    def fail(self, failure: Failure) -> None:
+        self.failed += 1
+        # Group reasons by their first clause so the table stays short however many fail.
+        self.failure_reasons[failure.reason.split(":", 1)[0]] += 1
+        if len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(failure)
+
+
+@dataclass
+class _Message:
+    message_id: str
+    receipt_handle: str
+    receive_count: int | None
+    sent_at: datetime
+    parsed: Termination | Ignored | Invalid
+    job: JobUpdate | None = None
+    error: str | None = None
+
+    @property
+    def ids(self) -> str:
+        parts = [f"message_id={self.message_id}"]
+        if isinstance(self.parsed, Termination):
+            if self.parsed.job_id:
+                parts.append(f"job_id={self.parsed.job_id}")
+            parts.append(f"runner_id={self.parsed.runner_id}")
+            if self.parsed.correlation_id:
+                parts.append(f"correlation_id={self.parsed.correlation_id}")
+        elif isinstance(self.parsed, Ignored) and self.parsed.runner_id:
+            parts.append(f"runner_id={self.parsed.runner_id}")
+        return " ".join(parts)
+
+
+class VisibilityKeeper:
+    """Keeps messages invisible while they are worked on: extends any held longer than half the timeout.
+
+    Runs a daemon thread that wakes every few seconds; ``hold`` and ``release`` are
+    thread-safe. Extensions go 10 per ChangeMessageVisibilityBatch call.
+    """
+
+    def __init__(self, sqs: Any, url: str, visibility_timeout: int, log: Any = logger) -> None:
+        self._sqs, self._url, self._timeout, self._log = sqs, url, visibility_timeout, log
+        self._held: dict[str, float] = {}  # receipt handle -> when it was last made invisible
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tick = max(0.2, min(5.0, visibility_timeout / 4))
+        self._thread = threading.Thread(target=self._run, name="termination-visibility", daemon=True)
+        self.extensions = 0
+        self.errors: list[str] = []
+
+    def __enter__(self) -> VisibilityKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def hold(self, receipt_handles: list[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for handle in receipt_handles:
+                self._held[handle] = now
+
+    def release(self, receipt_handles: list[str]) -> None:
+        with self._lock:
+            for handle in receipt_handles:
+                self._held.pop(handle, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            try:
+                self.extend_due()
+            except Exception as error:  # the next tick tries again; the worst case is a redelivery
+                self.errors.append(_describe(error))
+
+    def extend_due(self) -> int:
+        """Extend every held message made invisible more than half a timeout ago; returns calls made."""
+        now = time.monotonic()
+        with self._lock:
+            due = [h for h, since in self._held.items() if now - since >= self._timeout / 2]
+        calls = 0
+        for batch in chunks(due, SQS_BATCH):
+            response = self._sqs.change_message_visibility_batch(
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self._timeout}
+                         for i, h in enumerate(batch)],
+            )
+            calls += 1
+            with self._lock:
+                for ok in response.get("Successful", []):
+                    handle = batch[int(ok["Id"])]
+                    if handle in self._held:
+                        self._held[handle] = now
+                for bad in response.get("Failed", []):
+                    # An expired receipt handle: the message may be redelivered; stop extending it.
+                    self._held.pop(batch[int(bad["Id"])], None)
+                    self.errors.append(f"{bad.get('Code')}: visibility not extended")
+        self.extensions += calls
+        return calls
+
+
+def drain_terminations(
+    aws: Any, settings: FleetSettings, options: DrainOptions, *, log: Any = logger,
+    stop: threading.Event | None = None,
+) -> DrainReport:
+    """Receive up to ``options.max_messages`` termination messages and process them, batch by batch.
+
+    Stops at the first empty long poll, at ``max_messages``, or when ``stop`` is set.
+    Raises only when the termination queue itself cannot be reached (nothing is lost then:
+    unfinished messages return after their visibility timeout).
+    """
+    report = DrainReport()
+    url = queue_url(aws.sqs, settings.termination_queue)
+    metrics: list[Metric] = []
+    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="termination") as executor, \
+            VisibilityKeeper(aws.sqs, url, options.visibility_timeout, log) as keeper:
+        while report.received < options.max_messages and not (stop and stop.is_set()):
+            wanted = min(SQS_BATCH, options.max_messages - report.received)
+            raw = aws.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=wanted, WaitTimeSeconds=options.wait_seconds,
+                VisibilityTimeout=options.visibility_timeout,
+                AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if not raw:
+                break
+            report.received += len(raw)
+            report.batches += 1
+            handles = [m["ReceiptHandle"] for m in raw]
+            keeper.hold(handles)
+            try:
+                messages = [_read(m, settings) for m in raw]
+                done = _process_batch(aws, settings, messages, report, metrics, executor, options, log)
+                _publish_metrics(aws, settings, metrics, report, log)
+                _delete(aws.sqs, url, done, report, log)
+            finally:
+                keeper.release(handles)
+        report.visibility_extensions = keeper.extensions
+    for error in keeper.errors[:20]:
+        log.warning(f"visibility extension: {error}")
+    return report
+
+
+def _read(message: dict[str, Any], settings: FleetSettings) -> _Message:
+    attributes = message.get("Attributes", {})
+    correlation = message.get("MessageAttributes", {}).get("correlation_id", {}).get("StringValue")
+    try:
+        sent_at = datetime.fromtimestamp(int(attributes["SentTimestamp"]) / 1000, timezone.utc)
+    except (KeyError, ValueError):
+        sent_at = datetime.now(timezone.utc)
+    count = attributes.get("ApproximateReceiveCount")
+    return _Message(
+        message_id=message["MessageId"], receipt_handle=message["ReceiptHandle"],
+        receive_count=int(count) if count and count.isdigit() else None, sent_at=sent_at,
+        parsed=parse_message(message.get("Body", ""), ecs_cluster=settings.ecs_cluster, correlation_id=correlation),
+    )
+
+
+def _process_batch(
+    aws: Any, settings: FleetSettings, messages: list[_Message], report: DrainReport, metrics: list[Metric],
+    executor: ThreadPoolExecutor, options: DrainOptions, log: Any,
+) -> list[_Message]:
+    """Act on one batch; returns the messages that are fully handled (safe to delete)."""
+    for m in messages:
+        if isinstance(m.parsed, Invalid):
+            m.error = f"invalid message: {m.parsed.reason}"
+        elif isinstance(m.parsed, Ignored):
+            log.info(f"ignored {m.ids}: {m.parsed.reason}")
+
+    # Mark jobs done, in parallel: each is its own conditional UpdateItem.
+    agents = [m for m in messages if isinstance(m.parsed, Termination) and m.parsed.source == "agent"]
+
+    def update(m: _Message) -> JobUpdate | Exception:
+        try:
+            return mark_job_done(aws.dynamodb, settings.jobs_table, m.parsed, received_at=m.sent_at)  # type: ignore[arg-type]
+        except Exception as error:  # reported per message; its message stays for a retry
+            return error
+
+    for m, outcome in zip(agents, executor.map(update, agents)):
+        if isinstance(outcome, Exception):
+            m.error = f"job update failed: {_describe(outcome)}"
+        else:
+            m.job = outcome
+
+    # Clean up every runner whose message is good so far (a job not in the table included).
+    to_clean = [m for m in messages if isinstance(m.parsed, Termination) and m.error is None]
+    cleanups: dict[str, RunnerCleanup] = clean_up_runners(
+        aws, settings, (m.parsed.runner_id for m in to_clean), now=datetime.now(timezone.utc),  # type: ignore[union-attr]
+        hold_seconds=max(60, options.visibility_timeout), executor=executor,
+    )
+    for cleanup in cleanups.values():
+        report.parameters_deleted += int(cleanup.parameter_deleted)
+        if cleanup.queues:
+            report.messages_archived += cleanup.queues.messages_archived
+            report.queues_deleted += len(cleanup.queues.queues_deleted)
+    for m in to_clean:
+        cleanup = cleanups[m.parsed.runner_id]  # type: ignore[union-attr]
+        if cleanup.error:
+            m.error = f"runner cleanup incomplete: {cleanup.error}"
+
+    done: list[_Message] = []
+    for m in messages:
+        if m.error:
+            failure = Failure(
+                message_id=m.message_id, reason=m.error, receive_count=m.receive_count,
+                runner_id=getattr(m.parsed, "runner_id", None), job_id=getattr(m.parsed, "job_id", None),
+            )
+            report.fail(failure)
+            log.warning(f"left in queue {m.ids} (receive {m.receive_count}): {m.error}")
+            continue
+        done.append(m)
+        if isinstance(m.parsed, Ignored):
+            report.ignored += 1
+            continue
+        assert isinstance(m.parsed, Termination)
+        if m.job is None:  # an ECS stop: the event names no job
+            report.processed += 1
+            log.info(f"cleaned up stopped ECS task {m.ids}: {m.parsed.stopped_reason or 'no reason given'}")
+            continue
+        outcome = m.job.outcome
+        if outcome == "marked_done":
+            report.processed += 1
+            metrics.extend(_job_metrics(m.parsed, m.job))
+            log.info(f"job marked {m.parsed.status} {m.ids} pool={m.job.pool}; runner cleaned up")
+        elif outcome == "already_done":
+            report.already_done += 1
+            log.info(f"job already {m.job.previous_status} {m.ids}: a repeat; runner cleaned up")
+        elif outcome == "unknown_job":
+            report.unknown_job += 1
+            log.warning(f"job not in {settings.jobs_table} {m.ids}; runner cleaned up anyway")
+        else:
+            report.not_running += 1
+            log.warning(f"job is {m.job.previous_status}, not running {m.ids}: left as is; runner cleaned up")
+    return done
+
+
+def _job_metrics(termination: Termination, job: JobUpdate) -> list[Metric]:
+    out = [Metric("JobSuccess" if termination.succeeded else "JobFailure", 1, "Count", job.pool)]
+    if job.duration_seconds is not None:
+        out.append(Metric("JobDuration", job.duration_seconds, "Seconds", job.pool))
+    return out
+
+
+def _publish_metrics(aws: Any, settings: FleetSettings, metrics: list[Metric], report: DrainReport, log: Any) -> None:
+    """Publish the batch's metrics before its messages are deleted.
+
+    A failure is logged and counted but does not hold the messages back: the jobs are
+    already marked done, so a redelivery would find them done and could not publish again.
+    """
+    if not metrics:
+        return
+    try:
+        put_metrics(aws.cloudwatch, settings.metrics_namespace, metrics)
+        report.metrics_published += len(metrics)
+    except Exception as error:
+        report.metric_failures += len(metrics)
+        log.error(f"{len(metrics)} job metric(s) not published: {_describe(error)}")
+    metrics.clear()
+
+
+def _delete(sqs: Any, url: str, done: list[_Message], report: DrainReport, log: Any) -> None:
+    """Delete fully handled messages 10 a call; a failed delete only means a harmless redelivery."""
+    for batch in chunks(done, SQS_BATCH):
+        try:
+            response = sqs.delete_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(batch)]
+            )
+        except Exception as error:
+            report.delete_failures += len(batch)
+            log.error(f"could not delete {len(batch)} handled message(s); they will be redelivered and "
+                      f"found done: {_describe(error)}")
+            continue
+        report.messages_deleted += len(response.get("Successful", []))
+        for bad in response.get("Failed", []):
+            report.delete_failures += 1
+            log.error(f"could not delete handled {batch[int(bad['Id'])].ids}: {bad.get('Code')}; "
+                      "it will be redelivered and found done")

@@ -1,0 +1,150 @@
+"""The Dagster layer of termination processing: ``process_terminations`` and ``redrive_termination_dlq``.
+
+Thin on purpose: config, resources, logs and run metadata around ``drain.drain_terminations``
+and ``redrive.redrive_dlq``, which hold the rules.
+"""
+
+
+import time
+from typing import Any
+
+from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
+from pydantic import Field
+
+from pipelines.common.safety import is_dry_run
+from pipelines.termination.drain import DrainOptions, DrainReport, drain_terminations
+from pipelines.termination.redrive import redrive_dlq
+from resources.aws import AwsClients
+from resources.settings import FleetSettings
+
+# Every run of the drain carries this tag; a dagster.yaml `tag_concurrency_limits` entry on
+# it (see docs/termination.md) makes the run queue start at most one at a time, whoever
+# launched it (the sensor, the UI, a backfill).
+DRAIN_CONCURRENCY_TAG = "runs-fleet/concurrency"
+DRAIN_CONCURRENCY_VALUE = "termination-drain"
+
+
+class ProcessTerminationsConfig(Config):
+    """How much one drain run takes on and how it holds messages."""
+
+    max_messages: int = Field(default=1000, ge=1, le=100_000, description="Receive at most this many messages in one run.")
+    wait_seconds: int = Field(
+        default=5, ge=0, le=20,
+        description="Long-polling wait per receive; the run ends at the first receive that returns nothing.",
+    )
+    visibility_timeout_seconds: int = Field(
+        default=120, ge=1, le=43_200,
+        description="How long a received message stays hidden; extended while it is worked on. "
+        "A message that fails returns after this long.",
+    )
+    workers: int = Field(default=10, ge=1, le=50, description="Parallel AWS calls within a batch of 10 messages.")
+
+
+@op(description="Drain the termination queue: mark jobs done, clean up runners, publish metrics, then delete.")
+def drain_termination_queue(
+    context: OpExecutionContext, config: ProcessTerminationsConfig, aws: AwsClients, settings: FleetSettings
+) -> Output[dict[str, int]]:
+    """Receive termination messages in batches of 10 and process each one at least once.
+
+    Per message: validate; mark its job done with a conditional update from `running`
+    (a repeat is success, an unknown job a warning); delete the runner's SSM parameter;
+    archive then delete its three queues and tracking record; publish JobDuration and
+    JobSuccess/JobFailure by pool; only then delete the message. A message that fails stays
+    in the queue and reaches the DLQ after 3 receives.
+    """
+    started = time.monotonic()
+    options = DrainOptions(
+        max_messages=config.max_messages, wait_seconds=config.wait_seconds,
+        visibility_timeout=config.visibility_timeout_seconds, workers=config.workers,
+    )
+    report = drain_terminations(aws, settings, options, log=context.log)
+    elapsed = time.monotonic() - started
+    context.log.info(
+        f"drained {report.received} message(s) in {elapsed:.1f}s: {report.processed} processed, "
+        f"{report.already_done} already done, {report.unknown_job} unknown job, {report.failed} failed"
+    )
+    summary = _summary(report)
+    return Output(summary, metadata=_metadata(report, elapsed))
+
+
+def _summary(report: DrainReport) -> dict[str, int]:
+    return {
+        "received": report.received, "processed": report.processed, "already_done": report.already_done,
+        "unknown_job": report.unknown_job, "not_running": report.not_running, "ignored": report.ignored,
+        "failed": report.failed, "messages_deleted": report.messages_deleted,
+        "messages_archived": report.messages_archived, "queues_deleted": report.queues_deleted,
+        "parameters_deleted": report.parameters_deleted, "metrics_published": report.metrics_published,
+    }
+
+
+def _metadata(report: DrainReport, elapsed: float) -> dict[str, Any]:
+    reasons = "\n".join(f"| {_cell(r)} | {n} |" for r, n in report.failure_reasons.most_common())
+    failures = "\n".join(
+        f"- message_id={f.message_id} runner_id={f.runner_id or '-'} job_id={f.job_id or '-'} "
+        f"receive={f.receive_count or '?'}: {_cell(f.reason)}"
+        for f in report.failures
+    )
+    if report.failed > len(report.failures):
+        failures += f"\n- … {report.failed - len(report.failures)} more in the run logs"
+    return {
+        **{k: MetadataValue.int(v) for k, v in _summary(report).items()},
+        "delete_failures": MetadataValue.int(report.delete_failures),
+        "metric_failures": MetadataValue.int(report.metric_failures),
+        "visibility_extensions": MetadataValue.int(report.visibility_extensions),
+        "failed_reasons": MetadataValue.md("| reason | messages |\n|---|---|\n" + reasons if reasons else "none"),
+        "failed_messages": MetadataValue.md(failures or "none"),
+        "seconds": MetadataValue.float(round(elapsed, 3)),
+        "messages_per_second": MetadataValue.float(round(report.received / elapsed, 2) if elapsed else 0.0),
+    }
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+@job(
+    description="Process runner terminations from the termination FIFO queue (woken by termination_queue_sensor).",
+    tags={DRAIN_CONCURRENCY_TAG: DRAIN_CONCURRENCY_VALUE},
+)
+def process_terminations() -> None:
+    """Drain the termination queue: at least once, nothing lost; at most one run at a time."""
+    drain_termination_queue()
+
+
+class RedriveConfig(Config):
+    """Which DLQ messages to replay."""
+
+    max_messages: int = Field(default=100, ge=1, le=100_000, description="Replay at most this many messages.")
+    dry_run: bool = Field(default=False, description="Only count and list what would be replayed.")
+
+
+@op(description="Replay termination DLQ messages back to the termination queue.")
+def replay_termination_dlq(
+    context: OpExecutionContext, config: RedriveConfig, aws: AwsClients, settings: FleetSettings
+) -> Output[dict[str, int]]:
+    """Move DLQ messages back to the termination FIFO queue, keeping each message's group.
+
+    Run it after fixing what made the messages fail. Sends 10 per call and deletes from the
+    DLQ only what was sent. Dry run (config, or RUNS_FLEET_DRY_RUN=true) only counts.
+    """
+    dry_run = is_dry_run(config.dry_run, settings)
+    report = redrive_dlq(aws.sqs, settings.termination_queue, max_messages=config.max_messages,
+                         dry_run=dry_run, log=context.log)
+    verb = "would replay" if dry_run else "replayed"
+    context.log.info(f"{verb} {report.found if dry_run else report.sent} of {report.dlq_depth} DLQ message(s) "
+                     f"from {report.dlq_url}")
+    summary = {"dlq_depth": report.dlq_depth, "found": report.found, "sent": report.sent, "deleted": report.deleted,
+               "failed": len(report.failed)}
+    return Output(summary, metadata={
+        **{k: MetadataValue.int(v) for k, v in summary.items()},
+        "dry_run": MetadataValue.bool(dry_run),
+        "groups": MetadataValue.int(len(report.groups)),
+        "dlq_url": MetadataValue.url(report.dlq_url),
+        "failures": MetadataValue.md("\n".join(f"- {_cell(f)}" for f in report.failed) or "none"),
+    })
+
+
+@job(description="Operator job: replay the termination DLQ into the termination queue (config: max_messages, dry_run).")
+def redrive_termination_dlq() -> None:
+    """Replay termination DLQ messages after their cause is fixed."""
+    replay_termination_dlq()

@@ -1,0 +1,66 @@
+"""``termination_queue_sensor``: wakes ``process_terminations`` when the termination queue holds work.
+
+The tick is cheap and read-only: one look at the instance for an unfinished drain run and
+one GetQueueAttributes. It never receives or deletes a message (the run does that), and it
+never raises: an AWS error becomes a logged SkipReason, and the next tick tries again.
+"""
+
+
+from botocore.exceptions import BotoCoreError, ClientError
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+
+from pipelines.common.aws import queue_url
+from resources.aws import AwsClients
+from resources.settings import FleetSettings
+
+JOB_NAME = "process_terminations"
+
+
+@sensor(
+    job_name=JOB_NAME,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Every 30 s: start one process_terminations run when the termination queue has visible messages.",
+)
+def termination_queue_sensor(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings):
+    """Request a drain run when termination messages are waiting and no drain run is unfinished.
+
+    One run drains up to 1,000 messages, so a run per tick (not per message) keeps up. No
+    run key: a message whose run failed comes back and must be able to start a later run.
+    Skip reasons say why nothing started: the queue is empty, a drain is already queued or
+    running, or the queue could not be read.
+    """
+    active = context.instance.get_run_records(
+        RunsFilter(job_name=JOB_NAME, statuses=NOT_FINISHED_STATUSES), limit=1
+    )
+    if active:
+        run = active[0].dagster_run
+        return SkipReason(f"a drain run is already {run.status.value.lower()} ({run.run_id}); it takes the waiting messages")
+    try:
+        url = queue_url(aws.sqs, settings.termination_queue)
+        attributes = aws.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        visible = int(attributes.get("ApproximateNumberOfMessages", "0"))
+        in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0"))
+    except (ClientError, BotoCoreError, KeyError, ValueError) as error:
+        code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else type(error).__name__
+        context.log.error(f"could not read termination queue {settings.termination_queue}: {code}: {error}")
+        return SkipReason(f"could not read the termination queue ({code}); trying again next tick")
+    if visible == 0:
+        held = f"; {in_flight} in flight, returning after their visibility timeout" if in_flight else ""
+        return SkipReason(f"termination queue is empty{held}")
+    context.log.info(f"{visible} termination message(s) waiting ({in_flight} in flight): requesting a drain run")
+    return RunRequest(
+        run_key=None,
+        tags={"runs-fleet/trigger": "termination_queue_sensor", "runs-fleet/visible_messages": str(visible)},
+    )
