@@ -97,7 +97,9 @@ def queue_created(sqs: Any, url: str) -> datetime | None:
         if error_code(error) in _GONE:
             return None
         raise
-    return datetime.fromtimestamp(int(attributes["CreatedTimestamp"]), timezone.utc)
+    # Epoch seconds; parsed as a float since stand-ins (moto) may return a fraction. A missing
+    # or garbled value raises ValueError/KeyError, which keeps the runner's queues.
+    return datetime.fromtimestamp(float(attributes["CreatedTimestamp"]), timezone.utc)
 
 
 def idle_for(entry: RunnerResources, now: datetime) -> timedelta | None:
@@ -132,8 +134,8 @@ def plan_orphaned_queues(
                     if now - created <= MIN_AGE:
                         young.append(queue_name(url))
                     names[kind] = queue_name(url)
-            except (ClientError, BotoCoreError) as error:
-                plan.kept.append((runner_id, f"queue age lookup failed ({error_code(error) or error}): kept"))
+            except (ClientError, BotoCoreError, KeyError, ValueError) as error:
+                plan.kept.append((runner_id, f"queue age lookup failed ({error_code(error) or repr(error)}): kept"))
                 continue
             if young:
                 continue  # a queue younger than 24 h keeps the whole set until the next run
