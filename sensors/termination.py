@@ -6,6 +6,8 @@ never raises: an AWS error becomes a logged SkipReason, and the next tick tries 
 """
 
 
+import threading
+
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
     DefaultSensorStatus,
@@ -22,6 +24,23 @@ from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
 JOB_NAME = "process_terminations"
+
+# The tick must stay short even when AWS does not answer: its two calls use clients with
+# short timeouts and a single retry (the run's clients keep the resource's patient ones).
+TICK_TIMEOUTS = {"connect_timeout": 2.0, "read_timeout": 5.0, "max_attempts": 2}
+_tick_clients: dict[tuple, AwsClients] = {}
+_tick_lock = threading.Lock()
+
+
+def tick_clients(aws: AwsClients) -> AwsClients:
+    """A copy of ``aws`` with short timeouts, cached so its boto3 clients are built once."""
+    fields = {name: getattr(aws, name) for name in AwsClients.model_fields}
+    fields.update(TICK_TIMEOUTS)
+    key = tuple(sorted((k, repr(v)) for k, v in fields.items()))
+    with _tick_lock:
+        if key not in _tick_clients:
+            _tick_clients[key] = AwsClients(**fields)
+        return _tick_clients[key]
 
 
 @sensor(
@@ -45,8 +64,9 @@ def termination_queue_sensor(context: SensorEvaluationContext, aws: AwsClients, 
         run = active[0].dagster_run
         return SkipReason(f"a drain run is already {run.status.value.lower()} ({run.run_id}); it takes the waiting messages")
     try:
-        url = queue_url(aws.sqs, settings.termination_queue)
-        attributes = aws.sqs.get_queue_attributes(
+        sqs = tick_clients(aws).sqs
+        url = queue_url(sqs, settings.termination_queue)
+        attributes = sqs.get_queue_attributes(
             QueueUrl=url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]

@@ -30,7 +30,7 @@ def delete_runner_parameters(ssm: Any, names: Iterable[str]) -> ParameterCleanup
             response = ssm.delete_parameters(Names=batch)
         except Exception as error:  # reported per name; the caller keeps those messages for a retry
             for name in batch:
-                result.failed[name] = f"DeleteParameters failed: {_describe(error)}"
+                result.failed[name] = f"DeleteParameters failed: {describe_error(error)}"
             continue
         result.deleted += response.get("DeletedParameters", [])
         result.already_gone += response.get("InvalidParameters", [])
@@ -76,12 +76,12 @@ def clean_up_runners(
         )
     except Exception as error:  # the tracking table itself failed: every runner of the batch is retried
         for cleanup in results.values():
-            cleanup.error = cleanup.error or f"queue cleanup failed: {_describe(error)}"
+            cleanup.error = cleanup.error or f"queue cleanup failed: {describe_error(error)}"
         return results
     for runner_id, outcome in queues.items():
         cleanup = results[runner_id]
         if isinstance(outcome, Exception):
-            cleanup.error = cleanup.error or f"queue cleanup failed: {_describe(outcome)}"
+            cleanup.error = cleanup.error or f"queue cleanup failed: {describe_error(outcome)}"
             continue
         cleanup.queues = outcome
         if not outcome.complete and cleanup.error is None:
@@ -90,7 +90,7 @@ def clean_up_runners(
     return results
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
     text = str(error)
     if len(text) > 200:

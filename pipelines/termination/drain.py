@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipelines.common.aws import SQS_BATCH, Metric, chunks, put_metrics, queue_url
-from pipelines.termination.cleanup import RunnerCleanup, _describe, clean_up_runners
+from pipelines.termination.cleanup import RunnerCleanup, describe_error, clean_up_runners
 from pipelines.termination.jobs_table import JobUpdate, mark_job_done
 from pipelines.termination.messages import Ignored, Invalid, Termination, parse_message
 from resources.settings import FleetSettings
@@ -154,7 +154,7 @@ class VisibilityKeeper:
             try:
                 self.extend_due()
             except Exception as error:  # the next tick tries again; the worst case is a redelivery
-                self.errors.append(_describe(error))
+                self.errors.append(describe_error(error))
 
     def extend_due(self) -> int:
         """Extend every held message made invisible more than half a timeout ago; returns calls made."""
@@ -261,7 +261,7 @@ def _process_batch(
 
     for m, outcome in zip(agents, executor.map(update, agents)):
         if isinstance(outcome, Exception):
-            m.error = f"job update failed: {_describe(outcome)}"
+            m.error = f"job update failed: {describe_error(outcome)}"
         else:
             m.job = outcome
 
@@ -337,7 +337,7 @@ def _publish_metrics(aws: Any, settings: FleetSettings, metrics: list[Metric], r
         report.metrics_published += len(metrics)
     except Exception as error:
         report.metric_failures += len(metrics)
-        log.error(f"{len(metrics)} job metric(s) not published: {_describe(error)}")
+        log.error(f"{len(metrics)} job metric(s) not published: {describe_error(error)}")
     metrics.clear()
 
 
@@ -351,7 +351,7 @@ def _delete(sqs: Any, url: str, done: list[_Message], report: DrainReport, log: 
         except Exception as error:
             report.delete_failures += len(batch)
             log.error(f"could not delete {len(batch)} handled message(s); they will be redelivered and "
-                      f"found done: {_describe(error)}")
+                      f"found done: {describe_error(error)}")
             continue
         report.messages_deleted += len(response.get("Successful", []))
         for bad in response.get("Failed", []):
