@@ -142,6 +142,7 @@ class Survey:
 
     stats: list[QueueStats] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (queue, why): a named queue that does not exist
+    not_deployed: list[str] = field(default_factory=list)  # optional queues (housekeeping) that do not exist
     vanished: list[str] = field(default_factory=list)  # listed, then gone before it was read (a sweep deleted it)
 
 
@@ -214,7 +215,7 @@ def survey_queues(sqs: Any, settings: FleetSettings, *, workers: int = 16) -> Su
         except ClientError as error:
             if error_code(error) not in MISSING:
                 raise
-            survey.missing.append((queue_name(configured), f"{kind} queue does not exist"))
+            _absent(survey, kind, queue_name(configured))
             continue
         refs.append(QueueRef(queue_name(url), url, kind))
     refs += list_runner_queues(sqs, settings.runner_queue_prefix)
@@ -223,7 +224,7 @@ def survey_queues(sqs: Any, settings: FleetSettings, *, workers: int = 16) -> Su
     for ref, stats in _read_many(sqs, refs, workers):
         if stats is None:
             if ref.kind in ("termination", "housekeeping"):
-                survey.missing.append((ref.name, f"{ref.kind} queue does not exist"))
+                _absent(survey, ref.kind, ref.name)
             else:
                 survey.vanished.append(ref.name)
             continue
@@ -250,6 +251,14 @@ def survey_queues(sqs: Any, settings: FleetSettings, *, workers: int = 16) -> Su
             read[ref.name] = stats
     survey.stats = list(read.values())
     return survey
+
+
+def _absent(survey: Survey, kind: str, name: str) -> None:
+    # The contract makes the housekeeping queue optional: a deployment without it is not sick.
+    if kind == "housekeeping":
+        survey.not_deployed.append(name)
+    else:
+        survey.missing.append((name, f"{kind} queue does not exist"))
 
 
 def oldest_message_ages(
@@ -600,6 +609,7 @@ def queue_health(
         DEGRADED: int(counts.get(DEGRADED, 0)),
         UNHEALTHY: int(counts.get(UNHEALTHY, 0)),
         "oldest_age_source": age_note,
+        "optional_queues_not_deployed": MetadataValue.json(survey.not_deployed),
         "depths": MetadataValue.json(depths),
         "queues_table": MetadataValue.md(markdown_table(frame)),
         "dagster/row_count": len(frame),

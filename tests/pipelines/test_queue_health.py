@@ -126,13 +126,16 @@ def test_classes_at_each_threshold(aws, settings):
     assert frame.loc[ages["output"], "kind"] == "runner_output" and frame.loc[ages["output"], "runner_id"] == "r-age"
 
 
-def test_a_missing_named_queue_is_reported_unhealthy(aws, settings):
+def test_a_missing_termination_queue_is_unhealthy_and_a_missing_housekeeping_queue_is_optional(aws, settings):
+    aws.sqs.delete_queue(QueueUrl=url_of(aws, settings.termination_queue))
     aws.sqs.delete_queue(QueueUrl=url_of(aws, settings.housekeeping_queue))
     survey = survey_queues(aws.sqs, settings, workers=1)
+    assert survey.not_deployed == [settings.housekeeping_queue]
     frame = health_frame(survey, {}, Thresholds()).set_index("queue")
-    assert frame.loc[settings.housekeeping_queue, "status"] == UNHEALTHY
-    assert frame.loc[settings.housekeeping_queue, "kind"] == "missing"
-    assert frame.loc[settings.termination_queue, "status"] == HEALTHY
+    assert frame.loc[settings.termination_queue, "status"] == UNHEALTHY
+    assert frame.loc[settings.termination_queue, "kind"] == "missing"
+    assert settings.housekeeping_queue not in frame.index
+    assert "runs-fleet-termination-dlq.fifo" not in frame.index  # DLQs are found through their source
 
 
 def run_health(aws, settings, instance, **config):
