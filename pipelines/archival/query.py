@@ -52,4 +52,9 @@ def finished_records_of_day(
             stats.pages += 1
             items = page.get("Items", [])
             stats.by_status[status] += len(items)
-            yield from items
+            # Hand the items over by emptying the page's own list: botocore's page iterator
+            # still holds the previous page while it fetches the next, and an emptied page
+            # costs nothing, so at most one page of records is alive at a time.
+            items.reverse()
+            while items:
+                yield items.pop()
