@@ -154,7 +154,11 @@ class VisibilityKeeper:
             try:
                 self.extend_due()
             except Exception as error:  # the next tick tries again; the worst case is a redelivery
-                self.errors.append(describe_error(error))
+                self._note(describe_error(error))
+
+    def _note(self, error: str) -> None:
+        if len(self.errors) < 100:  # bounded: a long run must not grow without limit
+            self.errors.append(error)
 
     def extend_due(self) -> int:
         """Extend every held message made invisible more than half a timeout ago; returns calls made."""
@@ -177,7 +181,7 @@ class VisibilityKeeper:
                 for bad in response.get("Failed", []):
                     # An expired receipt handle: the message may be redelivered; stop extending it.
                     self._held.pop(batch[int(bad["Id"])], None)
-                    self.errors.append(f"{bad.get('Code')}: visibility not extended")
+                    self._note(f"{bad.get('Code')}: visibility not extended")
         self.extensions += calls
         return calls
 
@@ -250,20 +254,22 @@ def _process_batch(
         elif isinstance(m.parsed, Ignored):
             log.info(f"ignored {m.ids}: {m.parsed.reason}")
 
-    # Mark jobs done, in parallel: each is its own conditional UpdateItem.
-    agents = [m for m in messages if isinstance(m.parsed, Termination) and m.parsed.source == "agent"]
+    # Mark jobs done, in parallel across jobs: each is its own conditional UpdateItem. Two
+    # messages for one job (a repeat in the same batch) go in order, so the second one
+    # reliably finds the first's result.
+    by_job: dict[str, list[_Message]] = {}
+    for m in messages:
+        if isinstance(m.parsed, Termination) and m.parsed.source == "agent":
+            by_job.setdefault(m.parsed.job_id or "", []).append(m)
 
-    def update(m: _Message) -> JobUpdate | Exception:
-        try:
-            return mark_job_done(aws.dynamodb, settings.jobs_table, m.parsed, received_at=m.sent_at)  # type: ignore[arg-type]
-        except Exception as error:  # reported per message; its message stays for a retry
-            return error
+    def update(group: list[_Message]) -> None:
+        for m in group:
+            try:
+                m.job = mark_job_done(aws.dynamodb, settings.jobs_table, m.parsed, received_at=m.sent_at)  # type: ignore[arg-type]
+            except Exception as error:  # reported per message; its message stays for a retry
+                m.error = f"job update failed: {describe_error(error)}"
 
-    for m, outcome in zip(agents, executor.map(update, agents)):
-        if isinstance(outcome, Exception):
-            m.error = f"job update failed: {describe_error(outcome)}"
-        else:
-            m.job = outcome
+    list(executor.map(update, by_job.values()))
 
     # Clean up every runner whose message is good so far (a job not in the table included).
     to_clean = [m for m in messages if isinstance(m.parsed, Termination) and m.error is None]

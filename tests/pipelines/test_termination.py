@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from dagster import DagsterInstance
 
-from pipelines.termination.drain import DrainOptions, drain_terminations
+from pipelines.termination.drain import DrainOptions, VisibilityKeeper, drain_terminations
 from pipelines.termination.jobs import process_terminations, redrive_termination_dlq
 from resources import load_aws_clients
 from resources.aws import add_client_observer
@@ -420,7 +420,7 @@ def test_run_interrupted_mid_batch_leaves_the_rest_in_the_queue(aws, settings):
     )
     try:
         result = process_terminations.execute_in_process(
-            run_config={"ops": {OP: {"config": {"wait_seconds": 0, "visibility_timeout_seconds": 2}}}},
+            run_config={"ops": {OP: {"config": {"wait_seconds": 0, "visibility_timeout_seconds": 1}}}},
             resources={"aws": aws, "settings": settings}, instance=DagsterInstance.ephemeral(), raise_on_error=False,
         )
     except Interrupted:
@@ -433,10 +433,24 @@ def test_run_interrupted_mid_batch_leaves_the_rest_in_the_queue(aws, settings):
     left = [n for n in range(15)
             if aws.ssm.get_parameters(Names=[settings.ssm_parameter_name(f"i-0c{n:02d}")])["Parameters"]]
     assert len(left) == 5  # the interrupted batch never reached its cleanup
-    time.sleep(2.2)
+    time.sleep(1.2)
     summary, _ = run(aws, settings)
     assert summary["received"] == 5 and summary["failed"] == 0
     assert summary["processed"] + summary["already_done"] == 5
     assert all(job_item(aws, settings, f"30{n:02d}")["status"] == {"S": "completed"} for n in range(15))
     assert queue_counts(aws, url) == (0, 0)
 
+
+
+def test_visibility_of_messages_being_worked_on_is_extended(aws, settings):
+    url = termination_url(aws, settings)
+    send(aws, settings, termination("i-0d01", "2001"), group="a")
+    (message,) = aws.sqs.receive_message(QueueUrl=url, VisibilityTimeout=2)["Messages"]
+    with VisibilityKeeper(aws.sqs, url, visibility_timeout=2) as keeper:
+        keeper.hold([message["ReceiptHandle"]])
+        time.sleep(3.5)  # well past the 2 s it was received with
+        assert queue_counts(aws, url) == (0, 1)  # still hidden: nobody else gets it
+        keeper.release([message["ReceiptHandle"]])
+    assert keeper.extensions >= 2 and keeper.errors == []
+    time.sleep(2.1)
+    assert queue_counts(aws, url) == (1, 0)  # released: it returns after its timeout

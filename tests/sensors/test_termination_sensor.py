@@ -77,8 +77,13 @@ def test_an_aws_error_is_a_skip_reason_not_a_crash(aws):
 
 
 def test_sensor_is_registered_every_30_seconds_for_the_drain_job():
-    from definitions import defs
+    from dagster import Definitions
 
+    from pipelines.termination import defs as termination_defs
+    from resources import load_aws_clients
+
+    defs = Definitions.merge(termination_defs,
+                             Definitions(resources={"aws": load_aws_clients(), "settings": load_settings()}))
     sensor = defs.get_repository_def().get_sensor_def("termination_queue_sensor")
     assert sensor.minimum_interval_seconds == 30
     assert sensor.job_name == "process_terminations"
