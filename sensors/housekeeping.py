@@ -118,15 +118,25 @@ def parse_request(body: str, registry: Mapping[str, RequestableJob]) -> ParsedRe
         partition = task.partition_key(params)
     except BadParams as error:
         raise RejectedRequest(f"bad params for {task_type}: {error}") from None
+    except Exception as error:  # a capability's builder tripping over odd params must not crash the sensor
+        raise RejectedRequest(f"bad params for {task_type}: {type(error).__name__}: {error}") from None
     return ParsedRequest(task, run_config, partition, params)
 
 
-def launched_run_keys(instance: Any, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` already have a run in the instance (any status: launched is launched)."""
+def launched_run_keys(instance: Any, keys: Sequence[str], log: Any) -> set[str]:
+    """Which of ``keys`` already have a run in the instance (any status: launched is launched).
+
+    If the run storage cannot be read, none count as launched: nothing is deleted this tick,
+    and a RunRequest sent again under the same run key cannot start a second run.
+    """
     found: set[str] = set()
-    for batch in chunks(sorted(set(keys)), 100):
-        for run in instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: batch})):
-            found.add(run.tags.get(RUN_KEY_TAG, ""))
+    try:
+        for batch in chunks(sorted(set(keys)), 100):
+            for run in instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: batch})):
+                found.add(run.tags.get(RUN_KEY_TAG, ""))
+    except Exception as error:  # the sensor must not crash on a storage hiccup
+        log.warning(f"housekeeping: could not look up runs by run key ({type(error).__name__}); retried next tick")
+        return set()
     return found & set(keys)
 
 
@@ -176,7 +186,8 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
         return SkipReason(f"housekeeping queue {settings.housekeeping_queue} unreachable: {error_code(error) or error}")
 
     # 1. Delete the requests whose runs the daemon has launched since an earlier tick.
-    launched = launched_run_keys(context.instance, [v["run_key"] for v in pending.values()]) if pending else set()
+    keys = [v["run_key"] for v in pending.values()]
+    launched = launched_run_keys(context.instance, keys, log) if keys else set()
     to_delete = {m: v["receipt"] for m, v in pending.items() if v["run_key"] in launched}
     for message_id, entry in list(pending.items()):
         if message_id not in to_delete and now - entry.get("at", now) > HOLD_SECONDS:
@@ -198,7 +209,8 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
     except (ClientError, BotoCoreError) as error:
         log.error(f"housekeeping: ReceiveMessage failed ({error_code(error) or error}); retried next tick")
 
-    already = launched_run_keys(context.instance, [run_key(m["MessageId"]) for m in received]) if received else set()
+    keys = [run_key(m["MessageId"]) for m in received]
+    already = launched_run_keys(context.instance, keys, log) if keys else set()
     run_requests: list[RunRequest] = []
     rejected = 0
     for message in received:

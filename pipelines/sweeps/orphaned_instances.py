@@ -173,8 +173,13 @@ def find_and_plan(aws: AwsClients, settings: FleetSettings, now: datetime | None
     """Find managed running instances, read pools and (in batches) the jobs of the overdue ones, and plan."""
     now = now or datetime.now(timezone.utc)
     instances = find_managed_running(aws.ec2)
-    # A pools table that cannot be read fails the run here: every instance's limit depends on it.
-    max_runtimes, bad_pools = load_max_runtimes(aws.dynamodb, settings.pools_table)
+    try:
+        max_runtimes, bad_pools = load_max_runtimes(aws.dynamodb, settings.pools_table)
+    except (ClientError, BotoCoreError) as error:
+        # Every instance's limit depends on the pools table: a sweep missing it acts on nothing.
+        raise RuntimeError(
+            f"pools table {settings.pools_table} could not be read ({error_code(error) or error}): acting on nothing"
+        ) from error
     candidates = [
         i for i in instances
         if not i.protected and i.pool not in bad_pools

@@ -126,6 +126,7 @@ def plan_orphaned_queues(
         if entry.queues:
             young: list[str] = []
             names: dict[str, str] = {}
+            urls: dict[str, str] = {}
             try:
                 for kind, url in sorted(entry.queues.items()):
                     created = queue_created(sqs, url)
@@ -134,6 +135,7 @@ def plan_orphaned_queues(
                     if now - created <= MIN_AGE:
                         young.append(queue_name(url))
                     names[kind] = queue_name(url)
+                    urls[kind] = url
             except (ClientError, BotoCoreError, KeyError, ValueError) as error:
                 plan.kept.append((runner_id, f"queue age lookup failed ({error_code(error) or repr(error)}): kept"))
                 continue
@@ -145,7 +147,7 @@ def plan_orphaned_queues(
                     runner_id, f"runner gone ({state.why}); queues older than 24 h: {', '.join(sorted(names))}",
                     what, pool=state.pool,
                 ))
-                plan.targets[runner_id] = {"queues": names}
+                plan.targets[runner_id] = {"queues": names, "urls": urls, "tracked": entry.tracked}
                 continue
         if entry.tracked:
             if entry.tracking_problem:
@@ -194,22 +196,38 @@ def delete_orphaned(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -
             go.append(action)
 
     tracking_only = [a for a in go if not plan.targets[a.resource]["queues"]]
+    cleaned: list[PlannedAction] = []
     for action in (a for a in go if plan.targets[a.resource]["queues"]):
+        target = plan.targets[action.resource]
         try:
             cleanup = archive_and_delete_runner_queues(
-                aws.sqs, aws.s3, aws.dynamodb, runner_id=action.resource,
-                queue_names=plan.targets[action.resource]["queues"], bucket=settings.archive_bucket,
-                tracking_table=settings.queue_tracking_table,
+                aws.sqs, aws.s3, aws.dynamodb, runner_id=action.resource, queue_names=target["queues"],
+                queue_urls=target["urls"], bucket=settings.archive_bucket,
+                tracking_table=settings.queue_tracking_table, delete_tracking=False,
             )
         except Exception as error:  # one runner's failure (S3, verification, SQS) must not wedge the sweep
             result.failed.append((action, f"archive/delete failed: {error_code(error) or type(error).__name__}: {error}"))
             continue
         deleted[action.resource] = len(cleanup.queues_deleted)
         if cleanup.complete:
-            result.done.append(action)
+            cleaned.append(action)
         else:
             kept = "; ".join(f"{name}: {why}" for name, why in cleanup.queues_kept.items())
             result.skipped.append((action, f"kept: {kept}"))
+
+    # Tracking records of fully cleaned runners go 25 a call (a kept queue keeps its record,
+    # so a later run finds the runner again).
+    records = [a for a in cleaned if plan.targets[a.resource]["tracked"]]
+    try:
+        batch_write_with_retry(
+            aws.dynamodb, settings.queue_tracking_table,
+            [{"DeleteRequest": {"Key": {"runner_id": {"S": a.resource}}}} for a in records],
+        )
+        result.done += cleaned
+    except (ClientError, BotoCoreError, RuntimeError) as error:
+        why = f"queues deleted, tracking record delete failed ({error_code(error) or error}); the next run retries"
+        result.failed += [(a, why) for a in records]
+        result.done += [a for a in cleaned if a not in records]
 
     if tracking_only:
         _delete_idle_tracking(aws, settings, plan, tracking_only, result)
