@@ -1,15 +1,16 @@
 """Drain the termination queue: receive, act, and only then delete — at least once, nothing lost.
 
-``drain_terminations`` is the whole of ``process_terminations`` without Dagster. Per batch
-of up to 10 messages it:
+``drain_terminations`` is the whole of ``process_terminations`` without Dagster. It
+receives 10 messages a call until it holds a work batch (``batch_size``, default 100), and
+for each work batch:
 
 1. parses each message (``messages.parse_message``); an invalid one is left in the queue,
    so the queue's redrive moves it to the DLQ after 3 receives;
 2. marks each agent message's job done with a conditional update (in parallel);
-3. cleans up every runner of the batch: SSM parameters (one DeleteParameters), queues
-   archived and deleted, tracking records (batched reads and deletes);
+3. cleans up every runner of the batch: SSM parameters (DeleteParameters, 10 a call),
+   queues archived and deleted (in parallel), tracking records (read 100, deleted 25 a call);
 4. publishes the batch's ``JobDuration`` and ``JobSuccess`` / ``JobFailure`` metrics in one call;
-5. deletes the messages that are fully handled with one DeleteMessageBatch.
+5. deletes the messages that are fully handled, 10 per DeleteMessageBatch.
 
 A background thread keeps the visibility of messages still being worked on extended, so a
 slow batch is not delivered twice. Anything that fails leaves its message in the queue.
@@ -45,6 +46,7 @@ class DrainOptions:
     wait_seconds: int = 5
     visibility_timeout: int = 120
     workers: int = 10
+    batch_size: int = 100  # messages acted on together (received 10 a call)
 
 
 @dataclass(frozen=True)
@@ -201,21 +203,31 @@ def drain_terminations(
     metrics: list[Metric] = []
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="termination") as executor, \
             VisibilityKeeper(aws.sqs, url, options.visibility_timeout, log) as keeper:
-        while report.received < options.max_messages and not (stop and stop.is_set()):
-            wanted = min(SQS_BATCH, options.max_messages - report.received)
-            raw = aws.sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=wanted, WaitTimeSeconds=options.wait_seconds,
-                VisibilityTimeout=options.visibility_timeout,
-                AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
-            if not raw:
-                break
-            report.received += len(raw)
-            report.batches += 1
-            handles = [m["ReceiptHandle"] for m in raw]
-            keeper.hold(handles)
+        drained = False
+        while not drained and report.received < options.max_messages and not (stop and stop.is_set()):
+            # Receive 10 at a time until a work batch is full: the tracking-table, metric and
+            # parameter calls of a work batch then go at (or near) their batch limits.
+            raw: list[dict[str, Any]] = []
+            handles: list[str] = []
             try:
+                while len(raw) < options.batch_size and report.received < options.max_messages:
+                    wanted = min(SQS_BATCH, options.batch_size - len(raw), options.max_messages - report.received)
+                    got = aws.sqs.receive_message(
+                        QueueUrl=url, MaxNumberOfMessages=wanted, WaitTimeSeconds=options.wait_seconds,
+                        VisibilityTimeout=options.visibility_timeout,
+                        AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
+                        MessageAttributeNames=["All"],
+                    ).get("Messages", [])
+                    if not got:
+                        drained = True
+                        break
+                    raw += got
+                    report.received += len(got)
+                    keeper.hold([m["ReceiptHandle"] for m in got])
+                    handles += [m["ReceiptHandle"] for m in got]
+                if not raw:
+                    break
+                report.batches += 1
                 messages = [_read(m, settings) for m in raw]
                 done = _process_batch(aws, settings, messages, report, metrics, executor, options, log)
                 _publish_metrics(aws, settings, metrics, report, log)

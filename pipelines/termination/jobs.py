@@ -37,7 +37,12 @@ class ProcessTerminationsConfig(Config):
         description="How long a received message stays hidden; extended while it is worked on. "
         "A message that fails returns after this long.",
     )
-    workers: int = Field(default=10, ge=1, le=50, description="Parallel AWS calls within a batch of 10 messages.")
+    workers: int = Field(default=10, ge=1, le=50, description="Parallel AWS calls within a work batch.")
+    batch_size: int = Field(
+        default=100, ge=1, le=1000,
+        description="Messages acted on together (received 10 a call): their tracking-table, parameter and "
+        "metric calls are batched, and they are deleted once all their work is done.",
+    )
 
 
 @op(description="Drain the termination queue: mark jobs done, clean up runners, publish metrics, then delete.")
@@ -56,6 +61,7 @@ def drain_termination_queue(
     options = DrainOptions(
         max_messages=config.max_messages, wait_seconds=config.wait_seconds,
         visibility_timeout=config.visibility_timeout_seconds, workers=config.workers,
+        batch_size=config.batch_size,
     )
     report = drain_terminations(aws, settings, options, log=context.log)
     elapsed = time.monotonic() - started

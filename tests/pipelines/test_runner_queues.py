@@ -56,3 +56,37 @@ def test_queue_with_messages_in_flight_is_kept(aws, settings):
     assert not result.tracking_deleted
     assert aws.sqs.get_queue_url(QueueName=settings.runner_queue_names("i-0ccc")["output"])
     assert "Item" in aws.dynamodb.get_item(TableName=settings.queue_tracking_table, Key={"runner_id": {"S": "i-0ccc"}})
+
+
+def test_many_runners_batched_with_tracking_urls(aws, settings):
+    from pipelines.common.runner_queues import archive_and_delete_many
+
+    make_queues(aws, settings, "i-0a01", messages=4)  # tracked, holds messages
+    for name in settings.runner_queue_names("i-0a02").values():  # queues but no tracking record
+        aws.sqs.create_queue(QueueName=name)
+    urls = make_queues(aws, settings, "i-0a03")
+    delayed = aws.sqs.create_queue(QueueName="someone-elses-queue")["QueueUrl"]
+    # A tracking record whose URL names another queue must never send the delete there.
+    aws.dynamodb.put_item(TableName=settings.queue_tracking_table, Item={
+        "runner_id": {"S": "i-0a03"}, "input_queue_url": {"S": delayed}, "output_queue_url": {"S": urls["output"]},
+        "dlq_url": {"S": urls["dlq"]}})
+    held = make_queues(aws, settings, "i-0a04")
+    aws.sqs.send_message(QueueUrl=held["input"], MessageBody="later", DelaySeconds=60)  # cannot be read yet
+
+    results = archive_and_delete_many(
+        aws.sqs, aws.s3, aws.dynamodb, runner_ids=["i-0a01", "i-0a02", "i-0a03", "i-0a04", "i-0a01"],
+        queue_names_of=settings.runner_queue_names, bucket=settings.archive_bucket,
+        tracking_table=settings.queue_tracking_table,
+    )
+
+    assert list(results) == ["i-0a01", "i-0a02", "i-0a03", "i-0a04"]
+    assert results["i-0a01"].messages_archived == 4 and results["i-0a01"].tracking_deleted
+    assert len(results["i-0a02"].queues_deleted) == 3 and results["i-0a02"].tracking_deleted
+    assert len(results["i-0a03"].queues_deleted) == 3
+    assert aws.sqs.get_queue_url(QueueName="someone-elses-queue")["QueueUrl"] == delayed
+    kept = results["i-0a04"]
+    assert list(kept.queues_kept) == [settings.runner_queue_names("i-0a04")["input"]]
+    assert "delayed" in kept.queues_kept[settings.runner_queue_names("i-0a04")["input"]]
+    assert not kept.tracking_deleted
+    remaining = aws.dynamodb.scan(TableName=settings.queue_tracking_table)["Items"]
+    assert [i["runner_id"]["S"] for i in remaining] == ["i-0a04"]

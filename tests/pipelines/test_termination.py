@@ -420,7 +420,8 @@ def test_run_interrupted_mid_batch_leaves_the_rest_in_the_queue(aws, settings):
     )
     try:
         result = process_terminations.execute_in_process(
-            run_config={"ops": {OP: {"config": {"wait_seconds": 0, "visibility_timeout_seconds": 1}}}},
+            run_config={"ops": {OP: {"config": {"wait_seconds": 0, "visibility_timeout_seconds": 1,
+                                                "batch_size": 10}}}},
             resources={"aws": aws, "settings": settings}, instance=DagsterInstance.ephemeral(), raise_on_error=False,
         )
     except Interrupted:
