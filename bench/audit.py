@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dagster import DagsterInstance, materialize  # noqa: E402
 
-from resources import add_client_observer, load_aws_clients, load_settings  # noqa: E402
+from resources import AwsClients, add_client_observer, load_aws_clients, load_settings  # noqa: E402
 from sandbox.deploy import deploy_stack  # noqa: E402
 from sandbox.server import MOTO_ACCOUNT_ID, sandbox_env, start_moto  # noqa: E402
 
@@ -207,6 +207,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=2_000)
     parser.add_argument("--pools", type=int, default=20)
     parser.add_argument("--queue-sets", type=int, default=2_000)
+    parser.add_argument("--read-timeout", type=float, default=900.0, help="seconds; moto is slow on huge pages")
     args = parser.parse_args()
 
     speed_up_moto_tag_lookup()
@@ -227,7 +228,10 @@ def main() -> None:
 
     log = CallLog()
     add_client_observer(log.observe)
-    aws = load_aws_clients()  # fresh clients: observed from their first call
+    # Fresh clients, observed from their first call. moto answers a DescribeInstances page of
+    # thousands of instances in minutes (AWS: 1000 instances a page, under a second), so the
+    # read timeout is raised for the stand-in; nothing else differs from the deployed resource.
+    aws = AwsClients(read_timeout=args.read_timeout)
 
     from pipelines.audit.pool_audit import cost_metrics, pool_cost_report, pool_inventory
     from pipelines.audit.queue_health import queue_health

@@ -370,7 +370,7 @@ def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: Fl
         "instances": len(instances),
         "pools": len(inventory),
         "pools_missing_from_table": MetadataValue.json(missing),
-        "inventory": MetadataValue.md(_plain_md(inventory.drop(columns=["as_of"]))),
+        "inventory": MetadataValue.md(_plain_md(_inventory_display(inventory))),
         "dagster/row_count": len(inventory),
     })
 
@@ -461,8 +461,22 @@ def _ratio(value: Any) -> str:
     return f"{float(value):.1%}" if _known(value) else "n/a"
 
 
+def _inventory_display(inventory: pd.DataFrame) -> pd.DataFrame:
+    shown = inventory.drop(columns=["as_of"]).astype({"hourly_price_usd": object})
+    # A missing override is not an unknown price: the shipped table applies.
+    shown["hourly_price_usd"] = [v if _known(v) else "no override" for v in inventory["hourly_price_usd"]]
+    return shown
+
+
 def _plain_md(frame: pd.DataFrame) -> str:
+    def show(value: Any) -> str:
+        if not _known(value):
+            return "unknown"
+        if isinstance(value, float):
+            return f"{value:.2f}" if not value.is_integer() else str(int(value))
+        return _cell(value)
+
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell("unknown" if not _known(v) else v) for v in row) + " |")
+        lines.append("| " + " | ".join(show(v) for v in row) + " |")
     return "\n".join(lines)

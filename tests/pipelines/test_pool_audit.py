@@ -200,6 +200,9 @@ def test_assets_materialize_with_table_chart_csv_and_metrics(aws, settings):
     inventory_md = result.asset_materializations_for_node("pool_inventory")[0].metadata
     as_of = datetime.strptime(inventory_md["as_of"].value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     assert inventory_md["pools_missing_from_table"].value == ["ghost"]
+    inventory_table = inventory_md["inventory"].value
+    assert "| ghost | False | t3.medium | unknown | no override | 1 | 1 | 1 | 0 |" in inventory_table
+    assert "| large | True | c6i.2xlarge | 100 | 0.30 | 2 | 1 | 1 | 1 |" in inventory_table
     # Uptime is measured at the recorded as_of: recompute each pool's hours by hand from it.
     pool_of = {}
     for iid in launched:
