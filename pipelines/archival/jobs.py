@@ -142,7 +142,12 @@ def archive_job_records_for_day(
 
 # One op per run: the in-process executor saves a step subprocess (and its imports) per day,
 # which adds up over a backfill of many days.
-@job(partitions_def=job_archive_partitions, executor_def=in_process_executor, tags={"runs-fleet/capability": "archival"})
+@job(
+    partitions_def=job_archive_partitions,
+    executor_def=in_process_executor,
+    # One archive run at a time (instance run queue): a backfill works through its days in turn.
+    tags={"runs-fleet/exclusive": "archive_old_jobs", "runs-fleet/capability": "archival"},
+)
 def archive_old_jobs():
     """Archive one day (the partition, by completed_at in UTC) of finished jobs to S3 and delete them from the jobs table.
 
@@ -190,7 +195,11 @@ def restore_job_records_for_day(
     )
 
 
-@job(partitions_def=job_archive_partitions, executor_def=in_process_executor, tags={"runs-fleet/capability": "archival"})
+@job(
+    partitions_def=job_archive_partitions,
+    executor_def=in_process_executor,
+    tags={"runs-fleet/exclusive": "restore_archived_jobs", "runs-fleet/capability": "archival"},
+)
 def restore_archived_jobs():
     """Write one archived day (the partition) of job records back to the jobs table, after verifying its archive."""
     restore_job_records_for_day()

@@ -94,6 +94,13 @@ def test_the_job_archive_asset_is_in_the_graph_with_daily_partitions():
     assert keys[0] == "2024-01-01" and keys[-1] == "2026-11-24"  # today is not a partition
 
 
+def test_each_job_runs_one_at_a_time_and_in_process():
+    for name in ("archive_old_jobs", "restore_archived_jobs"):
+        job_def = defs.resolve_job_def(name)
+        assert job_def.tags["runs-fleet/exclusive"] == name  # the instance's run queue limit (infra/dagster.yaml)
+        assert job_def.executor_def.name == "in_process"
+
+
 def test_old_jobs_request_params():
     (request,) = REQUESTS
     assert (request.task_type, request.job_name) == ("old_jobs", "archive_old_jobs")
