@@ -2,7 +2,8 @@
 
 A request is ``{"task_type": "...", "timestamp": "...", "params": {...}}``. Each capability
 that can be requested exports ``REQUESTS`` (a list of ``RequestableJob``) and ``JOBS`` (the job
-definitions they name); the module is listed once in ``REQUEST_MODULES`` below.
+definitions they name; without ``JOBS`` they are looked up in its ``defs``); the module is
+listed once in ``REQUEST_MODULES`` below.
 
 How "delete the request only once its run was launched" works with a sensor: a sensor
 only *returns* RunRequests; the daemon launches them after the tick. So:
@@ -42,6 +43,8 @@ from resources.settings import FleetSettings
 # One line per capability that can be requested: the module exports REQUESTS and JOBS.
 REQUEST_MODULES: list[str] = [
     "pipelines.sweeps",  # orphaned_instances, stale_ssm, orphaned_queues
+    "pipelines.archival",  # old_jobs
+    "pipelines.audit",  # pool_audit, queue_health
 ]
 
 RUN_KEY_TAG = "dagster/run_key"

@@ -48,10 +48,13 @@ def launch(instance, aws, settings, request):
 
 
 def test_sensor_targets_every_registered_job():
-    assert set(REGISTRY) == {"orphaned_instances", "stale_ssm", "orphaned_queues"}
+    # Every task type of the contract's housekeeping request.
+    assert set(REGISTRY) == {"orphaned_instances", "stale_ssm", "orphaned_queues", "old_jobs", "pool_audit",
+                             "queue_health"}
     assert {t.job_name for t in REGISTRY.values()} == set(JOBS)
     assert {j.name for j in housekeeping_queue_sensor.jobs} == set(JOBS)
-    for task in REGISTRY.values():
+    for task_type in ("orphaned_instances", "stale_ssm", "orphaned_queues"):
+        task = REGISTRY[task_type]
         config = task.build_run_config({"dry_run": True, "max_actions": 5, "max_fraction": 0.5})
         assert validate_run_config(JOBS[task.job_name], config)
 
@@ -126,3 +129,16 @@ def test_unknown_and_malformed_requests_are_logged_and_left_for_the_dlq(aws, set
     assert "step 1" not in text and "defragment_disks\", \"params" not in text  # ids, never whole bodies
     assert json.loads(result.cursor).keys() == {good}
     assert orphaned_instances.REQUEST.task_type in REGISTRY
+
+
+def test_old_jobs_request_becomes_a_partitioned_run_and_a_bad_date_is_rejected(aws, settings, instance, capsys):
+    good = send(aws, settings, {"task_type": "old_jobs", "params": {"date": "2026-11-01", "dry_run": True}})
+    bad = send(aws, settings, {"task_type": "old_jobs", "params": {"date": "2026-13-45"}})
+    capsys.readouterr()
+    result = tick(instance, aws, settings)
+    (request,) = result.run_requests
+    assert request.run_key == run_key(good)
+    assert request.job_name == "archive_old_jobs" and request.partition_key == "2026-11-01"
+    assert validate_run_config(JOBS["archive_old_jobs"], request.run_config)
+    assert f"rejected message_id={bad}" in capsys.readouterr().err
+    assert depth(aws, settings) == (0, 2)
