@@ -153,6 +153,9 @@ def test_blast_radius_blocks_and_a_raised_limit_acts(aws, settings):
     text = failure_text(blocked, oi.ACT_OP)
     assert "12 of 30" in text and "max_fraction" in text
     assert set(states(aws, orphans).values()) == {"running"}
+    # The blocked run still records its plan for the operator to review.
+    table = step_metadata(blocked, "plan_orphaned_instances").event_specific_data.metadata["plan"].value
+    assert all(o in table for o in orphans)
     raised = run_sweep(aws, settings, max_fraction=0.5)
     assert raised.success
     assert set(states(aws, orphans).values()) <= {"shutting-down", "terminated"}
