@@ -75,7 +75,9 @@ def test_policy_is_scoped():
         assert all("*" not in action for action in statement["Action"]), statement["Sid"]
         if statement["Resource"] == "*":
             assert set(statement["Action"]) <= {
-                "ec2:DescribeInstances", "ssm:DescribeParameters", "cloudwatch:PutMetricData"
+                "ec2:DescribeInstances", "ssm:DescribeParameters", "cloudwatch:PutMetricData",
+                # queue_health's message ages: GetMetricData has no resource-level permissions.
+                "cloudwatch:GetMetricData",
             }, statement["Sid"]
     (terminate,) = [s for s in statements if "ec2:TerminateInstances" in s["Action"]]
     assert terminate["Condition"] == {"StringEquals": {"ec2:ResourceTag/runs-fleet:managed": "true"}}
