@@ -30,6 +30,13 @@ RETRY_MODES = ("legacy", "standard", "adaptive")
 _client_observers: list[Callable[[Any], None]] = []
 
 
+# Creating a boto3 session loads botocore's service models again (close to a second for a
+# few clients), and Dagster builds a fresh resource for every run, so sessions are shared
+# per identity. Client creation from a shared session is not thread-safe: one lock.
+_sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
+_sessions_lock = threading.Lock()
+
+
 def add_client_observer(observer: Callable[[Any], None]) -> Callable[[], None]:
     """Register ``observer(client)`` for every new client; returns a function that removes it."""
     _client_observers.append(observer)
@@ -39,8 +46,8 @@ def add_client_observer(observer: Callable[[Any], None]) -> Callable[[], None]:
 class AwsClients(ResourceWithBoto3Configuration):
     """Boto3 clients for EC2, ECS, SQS, DynamoDB, SSM, S3 and CloudWatch, sharing one configuration.
 
-    Unset fields fall back to botocore's environment: AWS_REGION / AWS_DEFAULT_REGION,
-    AWS_PROFILE, AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>.
+    Unset fields fall back to botocore's environment: AWS_DEFAULT_REGION, AWS_PROFILE,
+    AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>; ``load_aws_clients`` also takes AWS_REGION.
     """
 
     retry_mode: Literal["legacy", "standard", "adaptive"] = Field(
@@ -54,17 +61,22 @@ class AwsClients(ResourceWithBoto3Configuration):
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _session(self) -> boto3.session.Session:
-        return boto3.session.Session(
-            profile_name=self.profile_name,
-            region_name=self.region_name,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-        )
+        """The shared session of this identity (call with ``_sessions_lock`` held)."""
+        key = (self.profile_name, self.region_name, self.aws_access_key_id, self.aws_secret_access_key,
+               self.aws_session_token)
+        if key not in _sessions:
+            _sessions[key] = boto3.session.Session(
+                profile_name=self.profile_name,
+                region_name=self.region_name,
+                aws_access_key_id=self.aws_access_key_id,
+                aws_secret_access_key=self.aws_secret_access_key,
+                aws_session_token=self.aws_session_token,
+            )
+        return _sessions[key]
 
     def client(self, service: str) -> Any:
         """A cached boto3 client for ``service`` (boto3 clients are thread-safe)."""
-        with self._lock:
+        with self._lock, _sessions_lock:
             if service not in self._clients:
                 config = Config(
                     retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
@@ -132,6 +144,10 @@ def load_aws_clients(environ: Mapping[str, str] | None = None) -> AwsClients:
         value = env.get(var)
         if value is not None and not value.startswith(("http://", "https://")):
             raise SettingsError(f"{var}={value!r} is not an http(s) URL")
-    # Region, profile and endpoints are left to botocore, which reads the same variables
-    # (including the per-service endpoints a single endpoint_url field could not express).
+    # The contract names AWS_REGION first; botocore itself only reads AWS_DEFAULT_REGION.
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region_name"] = region
+    # Profile and endpoints are left to botocore, which reads the same variables (including
+    # the per-service endpoints a single endpoint_url field could not express).
     return AwsClients(**kwargs)

@@ -110,3 +110,20 @@ def test_code_location_refuses_to_load_with_a_bad_variable():
     )
     assert result.returncode != 0
     assert "RUNS_FLEET_JOBS_TABLE is set but empty" in result.stderr
+
+
+def test_region_from_aws_region_alone(moto_url, monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert load_aws_clients().sqs.meta.region_name == "eu-central-1"
+
+
+def test_clients_of_one_identity_share_a_session(moto_url):
+    from resources import aws as aws_module
+
+    first = load_aws_clients()
+    first.sqs  # noqa: B018 - creates the session of this identity
+    sessions = dict(aws_module._sessions)
+    second = load_aws_clients()
+    assert second.sqs is not first.sqs
+    assert aws_module._sessions == sessions  # the second resource reused the loaded session
