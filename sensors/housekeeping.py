@@ -259,6 +259,8 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
     minimum_interval_seconds=30,
     jobs=TARGET_JOBS,
     default_status=DefaultSensorStatus.RUNNING,
+    description="Every 30 s: each request on the housekeeping queue starts the named job (params become its run "
+    "config); a request is deleted only once its run was launched, a bad one is left for the DLQ.",
 )
 def housekeeping_queue_sensor(context, aws: AwsClients, settings: FleetSettings) -> Any:
     """Every 30 s: each request on the housekeeping queue ({"task_type", "params"}) starts the named job

@@ -211,6 +211,8 @@ def restore_archived_jobs():
     execution_timezone="UTC",
     # Destructive (deletes table records once archived): an operator turns it on deliberately.
     default_status=DefaultScheduleStatus.STOPPED,
+    description="Daily at 02:00 UTC: archive_old_jobs for the day 7 days back. Stopped by default (it deletes "
+    "table records once they are archived and verified).",
 )
 def archive_old_jobs_daily(context: ScheduleEvaluationContext):
     """Every day at 02:00 UTC, archive the day 7 days back (its records are long finished by then)."""

@@ -264,7 +264,7 @@ def terminate_orphaned_instances(context, config: SweepConfig, plan: SweepPlan, 
                        "OrphanedInstancesTerminated")
 
 
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps"})
+@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_instances_sweep"})
 def orphaned_instances_sweep() -> None:
     """Terminate managed instances running past their pool's max_runtime_minutes (default 360) + 10 min,
     unless protected (runs-fleet:protect=true) or their job is still running. Plan first; `dry_run`,

@@ -290,7 +290,7 @@ def delete_orphaned_queues(context, config: SweepConfig, plan: SweepPlan, aws: A
                        metric_count=lambda a: deleted.get(a.resource, 0))
 
 
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps"})
+@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_queues_sweep"})
 def orphaned_queues_sweep() -> None:
     """Archive (to S3, verified) then delete per-runner queues older than 24 h whose runner is gone, with their
     tracking records; tracking records idle > 24 h of gone runners go too. Plan first; `dry_run`,

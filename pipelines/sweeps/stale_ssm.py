@@ -170,7 +170,7 @@ def delete_stale_parameters(context, config: SweepConfig, plan: SweepPlan, aws: 
                        "SSMParametersDeleted")
 
 
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps"})
+@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "stale_ssm_sweep"})
 def stale_ssm_sweep() -> None:
     """Delete runner SSM parameters ({prefix}{runner-id}/config) older than min_age_minutes (default 60)
     whose runner no longer exists (EC2 instance terminated/unknown, ECS task stopped/unknown). Plan first;
