@@ -49,7 +49,7 @@ class ProcessTerminationsConfig(Config):
 def drain_termination_queue(
     context: OpExecutionContext, config: ProcessTerminationsConfig, aws: AwsClients, settings: FleetSettings
 ) -> Output[dict[str, int]]:
-    """Receive termination messages in batches of 10 and process each one at least once.
+    """Receive termination messages 10 a call, act on them in work batches, and process each at least once.
 
     Per message: validate; mark its job done with a conditional update from `running`
     (a repeat is success, an unknown job a warning); delete the runner's SSM parameter;
