@@ -24,12 +24,16 @@ pool_audit_job = define_asset_job(
     name="pool_audit_job",
     selection=AssetSelection.assets(pool_inventory, pool_cost_report),
     description="Inventory every pool and price it: cost report (CSV in the archive bucket, chart, metrics).",
+    # One run at a time (infra/dagster.yaml limits each runs-fleet/exclusive value to one run).
+    tags={"runs-fleet/exclusive": "pool_audit_job", "runs-fleet/capability": "audit"},
 )
 
 queue_health_job = define_asset_job(
     name="queue_health_job",
     selection=AssetSelection.assets(queue_health),
     description="Measure every fleet queue and DLQ, class it, and run the queue health asset checks.",
+    # A slow run queues the next 5-minute one instead of overlapping it (and its growth baseline).
+    tags={"runs-fleet/exclusive": "queue_health_job", "runs-fleet/capability": "audit"},
 )
 
 pool_audit_schedule = ScheduleDefinition(

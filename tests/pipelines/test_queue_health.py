@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from botocore.exceptions import ClientError
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
 from pipelines.audit.queue_health import (
@@ -22,6 +23,7 @@ from pipelines.audit.queue_health import (
     queue_health,
     survey_queues,
 )
+from resources import add_client_observer
 
 
 def url_of(aws, name):
@@ -237,3 +239,25 @@ def test_oldest_message_age_check_and_metrics(aws, settings):
     assert latest("DLQDepth", "runs-fleet-termination-dlq.fifo") == [0.0]
     assert latest("QueueDepth", f"{settings.runner_queue_prefix}*") == [0.0]
     assert latest("DLQDepth", f"{settings.runner_queue_prefix}dlq-*") == [0.0]
+
+
+def test_denied_age_lookup_leaves_ages_unknown_and_still_materializes(aws, settings):
+    """A role without cloudwatch:GetMetricData: the real client gets AccessDenied, the asset reports why."""
+    send(aws, settings.termination_queue, 1)
+    publish_age(aws, settings.termination_queue, 5000)  # would be unhealthy, if it could be read
+
+    def deny(**_):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "GetMetricData")
+
+    # The run builds its own clients from the resource: deny on every client made meanwhile.
+    remove = add_client_observer(lambda client: client.meta.events.register(
+        "before-call.cloudwatch.GetMetricData", deny))
+    try:
+        result, checks = run_health(aws, settings, DagsterInstance.ephemeral())
+    finally:
+        remove()
+    metadata = result.asset_materializations_for_node("queue_health")[0].metadata
+    assert "GetMetricData failed (AccessDenied)" in metadata["oldest_age_source"].value
+    frame = result.output_for_node("queue_health").set_index("queue")
+    assert frame.loc[settings.termination_queue, "age_source"] == "unknown"
+    assert verdict(checks["oldest_message_age"]) == "pass" and checks["oldest_message_age"].metadata["unknown"].value == 1
