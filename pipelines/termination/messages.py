@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -106,6 +107,10 @@ def _parse_agent(data: dict[str, Any], *, correlation_id: str | None) -> ParseRe
     job_id = str(job_id)
     if len(job_id) > _JOB_ID_MAX or not job_id.strip():
         return Invalid("job_id is blank or longer than 256 characters")
+    # The job id is logged and used as a table key: a newline would forge log lines, a lone
+    # surrogate cannot be written as UTF-8, a right-to-left mark hides what is shown.
+    if any(unicodedata.category(c)[0] in "CZ" for c in job_id):
+        return Invalid("job_id holds a space, control, format or surrogate character")
     status = data["status"]
     if status not in FINISHED_STATUSES:
         shown = status if isinstance(status, str) and len(status) <= 32 else f"<{type(status).__name__}>"
