@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, SensorResult, RunRequest, SkipReason, build_sensor_context, materialize
+from botocore.exceptions import ClientError
+from dagster import AssetKey, DagsterInstance, RunRequest, SensorResult, build_sensor_context, materialize
 
 from definitions import defs
 from moto import settings as moto_settings
@@ -343,15 +344,6 @@ def test_every_piece_of_the_code_location_has_a_least_privilege_run():
     assert set(PIECE_FOR_ACTION.values()) <= set(PIECE)
 
 
-def test_the_moto_policy_grants_exactly_the_template_actions(deployed_policy):
-    enforceable = moto_enforceable(deployed_policy)
-    granted = {iam_action(name.replace("monitoring:", "cloudwatch:"))
-               for statement in enforceable["Statement"] for name in statement["Action"]}
-    assert granted == policy_actions(deployed_policy) == template_actions()
-    for statement in enforceable["Statement"]:
-        assert all("*" not in name for name in statement["Action"])
-
-
 def test_every_piece_succeeds_with_only_the_policy_and_the_policy_holds_only_what_they_use(
     world: World, deployed_policy, enforcement,
 ):
@@ -364,12 +356,19 @@ def test_every_piece_succeeds_with_only_the_policy_and_the_policy_holds_only_wha
             with enforcement():
                 outcomes[piece.name] = piece.run(world, principal)
 
+    with enforcement(), pytest.raises(ClientError):  # the check is live: keys of no IAM user are refused
+        world.admin.sqs.list_queues()
+
     failed = {name: o.text[-2000:] for name, o in outcomes.items() if not o.success}
     assert not failed, failed
     denied = {name: dict(recorder.denied[name]) for name in recorder.denied if recorder.denied[name]}
     assert not denied, denied
     assert isinstance(outcomes["termination_queue_sensor"].value, RunRequest)
-    assert isinstance(outcomes["housekeeping_queue_sensor"].value, (SensorResult, SkipReason))
+    assert isinstance(outcomes["housekeeping_queue_sensor"].value, SensorResult)
+    depth = world.admin.sqs.get_queue_attributes(
+        QueueUrl=queue_url(world.admin.sqs, world.settings.housekeeping_queue),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert depth == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}  # launched, deleted
 
     # The destructive pieces really acted (checked as admin, with enforcement off again).
     fleet, admin, settings = world.fleet, world.admin, world.settings
@@ -415,6 +414,16 @@ def shared_world(moto_url: str) -> Iterator[tuple[World, dict[str, Any]]]:
     reset_moto(moto_url)
 
 
+def test_the_moto_policy_grants_exactly_the_template_actions(shared_world):
+    _, deployed_policy = shared_world
+    enforceable = moto_enforceable(deployed_policy)
+    granted = {iam_action(name.replace("monitoring:", "cloudwatch:"))
+               for statement in enforceable["Statement"] for name in statement["Action"]}
+    assert granted == policy_actions(deployed_policy) == template_actions()
+    for statement in enforceable["Statement"]:
+        assert all("*" not in name for name in statement["Action"])
+
+
 @pytest.mark.parametrize("action,piece_name", WITHOUT_RUNS, ids=[action for action, _ in WITHOUT_RUNS])
 def test_without_one_action_the_piece_needing_it_is_denied_and_says_so(
     action: str, piece_name: str, shared_world, enforcement,
@@ -431,3 +440,32 @@ def test_without_one_action_the_piece_needing_it_is_denied_and_says_so(
         f"{piece.name} made no denied {action} call; calls: {dict(recorder.calls[piece.name])}")
     assert recorder.denied_actions(piece.name) == {action}  # nothing else was refused
     assert outcome.reports_denied(), f"{piece.name} neither failed nor reported the denied {action}"
+    print(f"without {action}: {piece.name} {'reported the denial' if outcome.success else 'failed'}")
+
+
+def test_where_moto_checks_resources_the_policy_scopes_them(shared_world, enforcement):
+    """SQS and S3 calls are checked against the template's own ARNs: the fleet's queues and bucket, nothing else."""
+    world, policy = shared_world
+    admin, settings = world.admin, world.settings
+    runner_queue = admin.sqs.create_queue(QueueName=f"{settings.runner_queue_prefix}input-i-0scope")["QueueUrl"]
+    foreign_queue = admin.sqs.create_queue(QueueName="someone-elses-queue")["QueueUrl"]
+    admin.s3.create_bucket(Bucket="someone-elses-bucket")
+    principal = make_principal(admin.client("iam"), moto_enforceable(policy))
+
+    def denied(call: Callable[[], Any]) -> bool:
+        try:
+            call()
+        except ClientError as error:
+            return error.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        return False
+
+    with enforcement():
+        assert not denied(lambda: principal.sqs.receive_message(QueueUrl=runner_queue, WaitTimeSeconds=0))
+        assert denied(lambda: principal.sqs.receive_message(QueueUrl=foreign_queue, WaitTimeSeconds=0))
+        # SendMessage is granted on the fleet queues only (the DLQ replay), not on runner queues.
+        assert denied(lambda: principal.sqs.send_message(QueueUrl=runner_queue, MessageBody="{}"))
+        assert denied(lambda: principal.sqs.delete_queue(QueueUrl=foreign_queue))
+        assert not denied(lambda: principal.s3.put_object(Bucket=settings.archive_bucket, Key="scope/x", Body=b"x"))
+        assert denied(lambda: principal.s3.put_object(Bucket="someone-elses-bucket", Key="x", Body=b"x"))
+        assert denied(lambda: principal.s3.get_object(Bucket="someone-elses-bucket", Key="x"))
+    assert admin.sqs.get_queue_url(QueueName="someone-elses-queue")["QueueUrl"] == foreign_queue
