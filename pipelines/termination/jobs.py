@@ -17,11 +17,11 @@ from pipelines.termination.redrive import redrive_dlq
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
-# Every run of the drain carries this tag; a dagster.yaml `tag_concurrency_limits` entry on
-# it (see docs/termination.md) makes the run queue start at most one at a time, whoever
-# launched it (the sensor, the UI, a backfill).
-DRAIN_CONCURRENCY_TAG = "runs-fleet/concurrency"
-DRAIN_CONCURRENCY_VALUE = "termination-drain"
+# Every run carries runs-fleet/exclusive=<job name>; the instance's run queue
+# (infra/dagster.yaml, sandbox/dagster.yaml) starts one run per value at a time, whoever
+# launched it (the sensor, the UI, the CLI): at most one drain, at most one replay.
+EXCLUSIVE_TAG = "runs-fleet/exclusive"
+CAPABILITY_TAGS = {"runs-fleet/capability": "termination"}
 
 
 class ProcessTerminationsConfig(Config):
@@ -110,7 +110,7 @@ def _cell(text: str) -> str:
 
 @job(
     description="Process runner terminations from the termination FIFO queue (woken by termination_queue_sensor).",
-    tags={DRAIN_CONCURRENCY_TAG: DRAIN_CONCURRENCY_VALUE},
+    tags={EXCLUSIVE_TAG: "process_terminations", **CAPABILITY_TAGS},
 )
 def process_terminations() -> None:
     """Drain the termination queue: at least once, nothing lost; at most one run at a time."""
@@ -150,7 +150,10 @@ def replay_termination_dlq(
     })
 
 
-@job(description="Operator job: replay the termination DLQ into the termination queue (config: max_messages, dry_run).")
+@job(
+    description="Operator job: replay the termination DLQ into the termination queue (config: max_messages, dry_run).",
+    tags={EXCLUSIVE_TAG: "redrive_termination_dlq", **CAPABILITY_TAGS},
+)
 def redrive_termination_dlq() -> None:
     """Replay termination DLQ messages after their cause is fixed."""
     replay_termination_dlq()

@@ -87,5 +87,6 @@ def test_sensor_is_registered_every_30_seconds_for_the_drain_job():
     sensor = defs.get_repository_def().get_sensor_def("termination_queue_sensor")
     assert sensor.minimum_interval_seconds == 30
     assert sensor.job_name == "process_terminations"
-    job = defs.resolve_job_def("process_terminations")
-    assert job.tags["runs-fleet/concurrency"] == "termination-drain"
+    # The instance's run queue (infra/dagster.yaml) allows one run per runs-fleet/exclusive value.
+    assert defs.resolve_job_def("process_terminations").tags["runs-fleet/exclusive"] == "process_terminations"
+    assert defs.resolve_job_def("redrive_termination_dlq").tags["runs-fleet/exclusive"] == "redrive_termination_dlq"
