@@ -9,7 +9,7 @@ This is the one place that reaches into moto; the code under test never does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
 from sandbox.server import MOTO_ACCOUNT_ID
@@ -25,17 +25,23 @@ def _naive_utc(when: datetime) -> datetime:
 
 
 def backdate_instances(instance_ids: Iterable[str], launched_at: datetime, region: str) -> None:
+    backdate_instance_launches({instance_id: launched_at for instance_id in instance_ids}, region)
+
+
+def backdate_instance_launches(launches: Mapping[str, datetime], region: str) -> None:
+    """Set each instance's launch time (instance id -> when)."""
     from moto.ec2.models import ec2_backends
 
     backend = ec2_backends[MOTO_ACCOUNT_ID][region]
-    for instance_id in instance_ids:
-        try:
-            instance = backend.get_instance(instance_id)
-        except Exception as error:  # moto raises its own InvalidInstanceID error
+    # moto's get_instance scans every instance: map them once, or large fleets seed in quadratic time.
+    by_id = {instance.id: instance for reservation in backend.reservations.values() for instance in reservation.instances}
+    for instance_id, launched_at in launches.items():
+        instance = by_id.get(instance_id)
+        if instance is None:
             raise BackdateError(
                 f"instance {instance_id} is not in this process's moto backend: "
                 "backdating needs the moto server to run in-process (sandbox.server.start_moto)"
-            ) from error
+            )
         instance.launch_time = _naive_utc(launched_at)
 
 

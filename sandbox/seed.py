@@ -169,6 +169,7 @@ def seed_fleet(
     def launch(kind: str, count: int, *, job: str | None, protect: bool = False, age_min: tuple[int, int] = (5, 50),
                past_max_runtime: bool = False, stop: bool = False) -> list[str]:
         ids: list[str] = []
+        launches: dict[str, datetime] = {}
         for i in range(count):
             pool = pool_at(i)
             tags = [MANAGED, {"Key": "runs-fleet:pool", "Value": pool.name}]
@@ -196,8 +197,9 @@ def seed_fleet(
                 jobs[-1]["instance_id"] = runner_id
                 fleet.job_of_runner[runner_id] = job_id
             fleet.pool_of_runner[runner_id] = pool.name
-            backdate.backdate_instances([runner_id], launched, region)
+            launches[runner_id] = launched
             ids.append(runner_id)
+        backdate.backdate_instance_launches(launches, region)
         if stop and ids:
             aws.ec2.stop_instances(InstanceIds=ids)
         return ids
