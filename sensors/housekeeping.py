@@ -126,6 +126,14 @@ def parse_request(body: str, registry: Mapping[str, RequestableJob]) -> ParsedRe
     return ParsedRequest(task, run_config, partition, params)
 
 
+REASON_MAX_CHARS = 300
+
+
+def _bounded(reason: str) -> str:
+    """A rejection reason cut to a log-friendly length: reasons may quote a bad value, which can be 256 KiB long."""
+    return reason if len(reason) <= REASON_MAX_CHARS else f"{reason[:REASON_MAX_CHARS]}… ({len(reason)} characters)"
+
+
 def launched_run_keys(instance: Any, keys: Sequence[str], log: Any) -> set[str]:
     """Which of ``keys`` already have a run in the instance (any status: launched is launched).
 
@@ -229,7 +237,7 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
         except RejectedRequest as error:
             rejected += 1
             receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
-            log.error(f"housekeeping: rejected message_id={message_id} (receive {receives}): {error}; "
+            log.error(f"housekeeping: rejected message_id={message_id} (receive {receives}): {_bounded(str(error))}; "
                       "left on the queue for the DLQ redrive")
             continue
         task = request.task
