@@ -36,3 +36,43 @@ def test_workspace_validates_with_the_dagster_cli(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "runs-fleet-housekeeping" in result.stdout + result.stderr
+
+
+CONTRACT_JOBS = {
+    "process_terminations", "redrive_termination_dlq", "orphaned_instances_sweep", "stale_ssm_sweep",
+    "orphaned_queues_sweep", "archive_old_jobs", "restore_archived_jobs",
+}
+
+
+def test_the_contract_names_are_all_there():
+    repo = defs.get_repository_def()
+    assert CONTRACT_JOBS <= {job.name for job in repo.get_all_jobs()}
+    assert {"termination_queue_sensor", "housekeeping_queue_sensor"} <= {s.name for s in repo.sensor_defs}
+    assets = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert {"pool_inventory", "pool_cost_report", "queue_health", "job_archive"} <= assets
+
+
+def test_everything_the_ui_shows_has_a_description():
+    repo = defs.get_repository_def()
+    for job in repo.get_all_jobs():
+        if job.name.startswith("__"):  # Dagster's implicit asset job
+            continue
+        assert job.description, f"job {job.name} has no docstring/description"
+        for node in job.nodes:
+            assert node.definition.description, f"op {node.name} of {job.name} has no docstring"
+    for sensor in repo.sensor_defs:
+        assert sensor.description, f"sensor {sensor.name} has no description"
+    for schedule in repo.schedule_defs:
+        assert schedule.description, f"schedule {schedule.name} has no description"
+    for key in repo.asset_graph.get_all_asset_keys():
+        node = repo.asset_graph.get(key)
+        assert node.description, f"asset {key.to_user_string()} has no description"
+
+
+def test_every_job_runs_one_at_a_time():
+    """infra/dagster.yaml limits runs-fleet/exclusive to one run per value: each job tags its own name."""
+    repo = defs.get_repository_def()
+    for job in repo.get_all_jobs():
+        if job.name.startswith("__"):
+            continue
+        assert job.tags.get("runs-fleet/exclusive") == job.name, job.name
