@@ -57,8 +57,8 @@ SPEC = FleetSpec(
 
 # Text that says a call was refused by IAM, as botocore words moto's (and AWS's) answer: the
 # error code, the message, or (where botocore cannot parse moto's XML error body inside a JSON
-# protocol) the bare HTTP status 403 it uses as the code.
-DENIED = re.compile(r"AccessDenied|not authorized to perform|\b403\b")
+# protocol) the bare HTTP status it then uses as the code, "(403)".
+DENIED = re.compile(r"AccessDenied|not authorized to perform|\(403\)")
 
 # Actions of the policy that a piece needs on real AWS although no run on moto calls them
 # (action -> why). Empty: every action is exercised.
