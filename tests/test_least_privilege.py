@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from dagster import AssetKey, DagsterInstance, RunRequest, SensorResult, build_sensor_context, materialize
+from dagster import (
+    AssetKey, DagsterInstance, RunRequest, SensorResult, build_schedule_context, build_sensor_context, materialize,
+)
 
 from definitions import defs
 from moto import settings as moto_settings
@@ -355,6 +357,18 @@ def test_every_piece_succeeds_with_only_the_policy_and_the_policy_holds_only_wha
             recorder.piece = piece.name
             with enforcement():
                 outcomes[piece.name] = piece.run(world, principal)
+
+        # Schedules only compute run requests: evaluated as the principal, they call nothing.
+        recorder.piece = "schedules"
+        repository = defs.get_repository_def()
+        with enforcement():
+            for schedule in repository.schedule_defs:
+                context = build_schedule_context(
+                    scheduled_execution_time=datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc),
+                    repository_def=repository, resources={"aws": principal, "settings": world.settings},
+                )
+                assert schedule.evaluate_tick(context).run_requests, schedule.name
+        assert not recorder.calls["schedules"], dict(recorder.calls["schedules"])
 
     with enforcement(), pytest.raises(ClientError):  # the check is live: keys of no IAM user are refused
         world.admin.sqs.list_queues()
