@@ -88,7 +88,8 @@ def parse_message(body: str, *, ecs_cluster: str, correlation_id: str | None = N
         return Invalid(f"body is a JSON {type(data).__name__}, not an object")
     body_correlation = data.get("correlation_id")
     if isinstance(body_correlation, str) and body_correlation:
-        correlation_id = body_correlation[:128]
+        correlation_id = body_correlation
+    correlation_id = loggable(correlation_id, 128) if correlation_id else None
     if data.get("source") == ECS_SOURCE or "detail-type" in data:
         return _parse_ecs(data, ecs_cluster=ecs_cluster, correlation_id=correlation_id)
     return _parse_agent(data, correlation_id=correlation_id)
@@ -170,14 +171,20 @@ def _parse_ecs(data: dict[str, Any], *, ecs_cluster: str, correlation_id: str | 
     if not isinstance(last_status, str) or not last_status:
         return Invalid("ECS event has no lastStatus")
     if last_status != "STOPPED":
-        return Ignored(f"ECS task is {last_status[:32]}, not STOPPED: nothing to clean up yet", runner_id=task_id)
+        return Ignored(f"ECS task is {loggable(last_status, 32)}, not STOPPED: nothing to clean up yet", runner_id=task_id)
     reason = detail.get("stoppedReason")
     stopped_at = detail.get("stoppedAt")
     return Termination(
         runner_id=task_id, source="ecs", correlation_id=correlation_id,
-        stopped_reason=reason[:256] if isinstance(reason, str) else None,
+        stopped_reason=loggable(reason, 256) if isinstance(reason, str) else None,
         completed_at=_normalise_time(stopped_at) if isinstance(stopped_at, str) else None,
     )
+
+
+def loggable(text: str, limit: int) -> str:
+    """Free text from a message, safe on one log line: at most ``limit`` characters, and every
+    control, format, separator or surrogate character (a newline would forge a log line) as '?'."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else "?" for c in text[:limit])
 
 
 def parse_time(value: str) -> datetime:
