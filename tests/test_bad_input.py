@@ -313,3 +313,30 @@ def test_out_of_range_limits_fail_the_run_naming_the_field(aws, settings):
         assert not result.success
         failure = " ".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
         assert field_name in failure, (job_name, failure[:500])
+
+
+def test_free_text_fields_cannot_forge_log_lines(aws, settings, capsys):
+    """Fields that are logged (correlation id, ECS lastStatus and stoppedReason) cannot start a new log line."""
+    make_victim(aws, settings, runner_id="i-0corr", job_id="c-1")
+    url = queue_url(aws.sqs, settings.termination_queue)
+    forged = "\nINJECTED 2026-11-22 - dagster - INFO - all clear\r\u2028INJECTED"
+    send_termination(aws, settings, json.dumps(agent(instance_id="i-0corr", job_id="c-1", correlation_id=f"r{forged}")))
+    stopped = ecs(task="4f1cstopped")
+    stopped["detail"]["stoppedReason"] = f"exited{forged}"
+    send_termination(aws, settings, json.dumps(stopped))
+    send_termination(aws, settings, json.dumps(ecs(task="4f1crunning", last_status=f"RUNNING{forged}")))
+    aws.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(ecs(task="4f1cattr")), MessageGroupId="attr",
+                         MessageDeduplicationId=uuid.uuid4().hex,
+                         MessageAttributes={"correlation_id": {"DataType": "String", "StringValue": f"a{forged}"}})
+    capsys.readouterr()
+    result = defs.resolve_job_def("process_terminations").execute_in_process(
+        run_config={"ops": {"drain_termination_queue": {"config": {"wait_seconds": 0}}}},
+        instance=DagsterInstance.ephemeral(), resources={"aws": aws, "settings": settings})
+    summary = result.output_for_node("drain_termination_queue")
+    # Still processed: a free-text field is cleaned for the log, not a reason to reject the message.
+    assert summary["processed"] == 3 and summary["ignored"] == 1 and summary["messages_deleted"] == 4
+    assert job_status(aws, settings, "c-1") == "completed"
+    err = capsys.readouterr().err
+    assert "INJECTED" in err  # the text is there, on the line of the message it came with...
+    assert not any(line.lstrip().startswith("INJECTED") for line in err.splitlines())  # ...never a line of its own
+    assert "\u2028" not in err
