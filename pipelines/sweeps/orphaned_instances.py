@@ -33,6 +33,8 @@ JOB_ID_TAG = "runs-fleet:job-id"
 PROTECT_TAG = "runs-fleet:protect"
 DEFAULT_MAX_RUNTIME_MINUTES = 360
 GRACE_MINUTES = 10
+# The contract's job statuses; any other value is malformed and keeps the instance.
+JOB_STATUSES = frozenset({"queued", "running", "completed", "failed", "cancelled", "interrupted"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,11 @@ def plan_orphaned_instances(
                 status = job_statuses[job_id]
                 if status is None:
                     plan.kept.append((instance.instance_id, f"job {job_id} record has no status: kept"))
+                    continue
+                if status not in JOB_STATUSES:
+                    # A malformed status ("RUNNING", blanks) cannot prove the job is over.
+                    plan.kept.append((instance.instance_id, f"job {job_id} record has status {status!r}, "
+                                      "not a known status: kept"))
                     continue
                 if status == "running":
                     continue
