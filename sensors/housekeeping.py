@@ -28,6 +28,7 @@ visibility timeout and the queue's redrive policy moves it to the DLQ after 3 re
 import importlib
 import json
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,8 +131,10 @@ REASON_MAX_CHARS = 300
 
 
 def _bounded(reason: str) -> str:
-    """A rejection reason cut to a log-friendly length: reasons may quote a bad value, which can be 256 KiB long."""
-    return reason if len(reason) <= REASON_MAX_CHARS else f"{reason[:REASON_MAX_CHARS]}… ({len(reason)} characters)"
+    """A rejection reason fit for one log line. Reasons may quote a bad value or param name, which can be
+    256 KiB long or hold a newline (that would forge a log line): cut, and control/separator characters as '?'."""
+    cut = reason if len(reason) <= REASON_MAX_CHARS else f"{reason[:REASON_MAX_CHARS]}… ({len(reason)} characters)"
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else "?" for c in cut)
 
 
 def launched_run_keys(instance: Any, keys: Sequence[str], log: Any) -> set[str]:
