@@ -215,6 +215,10 @@ def test_bad_housekeeping_requests_reach_the_dlq_and_the_sensor_never_crashes(aw
         "bad date": json.dumps({"task_type": "old_jobs", "params": {"date": "2026-02-30"}}),
         "lone surrogate task_type": '{"task_type": "stale\\ud800ssm"}',
         "odd unicode": "\u202e\u200b\U0001f4a5",
+        "newline in task_type": json.dumps({"task_type": "x\nINJECTED fake line"}),
+        "newline in a sweep param name": json.dumps({"task_type": "stale_ssm", "params": {"a\nINJECTED": 1}}),
+        "newline in an old_jobs param name": json.dumps({"task_type": "old_jobs", "params": {"b\r\nINJECTED": 1}}),
+        "newline in a param value": json.dumps({"task_type": "old_jobs", "params": {"date": "\nINJECTED"}}),
     }
     url = queue_url(aws.sqs, settings.housekeeping_queue)
     dlq_url = queue_url(aws.sqs, settings.housekeeping_queue + "-dlq")
@@ -239,6 +243,7 @@ def test_bad_housekeeping_requests_reach_the_dlq_and_the_sensor_never_crashes(aw
     assert "max_actions" in err and "dry_run" in err and "force" in err
     assert max(len(line) for line in err.splitlines()) < 2000  # a reason never carries a whole value or body
     assert "7" * 300 not in err
+    assert "INJECTED" in err and not any(line.lstrip().startswith("INJECTED") for line in err.splitlines())
 
 
 # ---- run config ------------------------------------------------------------------------
