@@ -266,16 +266,18 @@ def queue_bodies(region: str, name: str) -> list[str]:
     return [] if queue is None else [m.body for m in queue._messages]
 
 
-def expire_in_flight(region: str, name: str) -> int:
-    """Make a queue's in-flight messages visible now: the visibility timeout of a dead consumer has passed.
+def expire_in_flight(region: str, name: str | None = None) -> int:
+    """Make in-flight messages (of one queue, or of every queue) visible now: the visibility
+    timeout of a dead or failed consumer has passed.
 
     This is the clock moving on (as backdating is), not a change to the code under test."""
-    queue = sqs_backend(region).queues.get(name)
-    if queue is None:
-        return 0
+    backend = sqs_backend(region)
+    queues = [backend.queues[name]] if name is not None and name in backend.queues else (
+        [] if name is not None else list(backend.queues.values()))
     count = 0
-    for message in queue._messages:
-        if not message.visible:
-            message.visible_at = 0.0
-            count += 1
+    for queue in queues:
+        for message in queue._messages:
+            if not message.visible:
+                message.visible_at = 0.0
+                count += 1
     return count

@@ -40,11 +40,11 @@ class Piece:
     name: str
     build: Callable[[Any, Any], dict[str, Any]]  # -> originals: {"jobs": {...}, "messages": [...]}
     run: Callable[[Any, Any], Any]  # -> Dagster result
-    crash_op: tuple[str, str]  # the call that starts the destructive step
+    # step boundaries: name -> (service, Operation) whose first matching call starts that step
+    crashes: dict[str, tuple[tuple[str, str], Callable[[dict[str, Any]], bool]]]
     partial_ops: set[tuple[str, str]]
-    crash_when: Callable[[dict[str, Any]], bool] = lambda params: True
-    let_time_pass: Callable[[Any, Any], None] = lambda aws, settings: None  # visibility timeouts of a dead run expire
     run_twice: bool = False  # pieces whose work arrives over time (messages) get a second pass
+    transient_every: int = 3  # every Nth HTTP request fails: alternately throttling and HTTP 500
 
 
 def _execute(job, aws, settings, run_config, **kwargs):
@@ -74,10 +74,6 @@ def build_termination(aws, settings):
 def run_termination(aws, settings):
     config = {"wait_seconds": 0, "visibility_timeout_seconds": 5, "workers": 2, "batch_size": 2}
     return _execute(process_terminations, aws, settings, {"ops": {"drain_termination_queue": {"config": config}}})
-
-
-def expire_termination(aws, settings):
-    expire_in_flight(aws.sqs.meta.region_name, settings.termination_queue)
 
 
 # orphaned instances: two orphans (one with a finished job), one busy, one young, one protected
@@ -126,7 +122,7 @@ def run_orphaned_queues(aws, settings):
     return _execute(oq.orphaned_queues_sweep, aws, settings, {"ops": {oq.ACT_OP: {"config": {"max_fraction": 1.0}}}})
 
 
-# archival: one day of 30 finished jobs (3 parts) and two running ones
+# archival: one day of 12 finished jobs and two running ones
 def _day_jobs(aws, settings, count):
     statuses = ("completed", "failed", "cancelled", "interrupted")
     return {f"a{n}": w.put_job(aws, settings, f"a{n}", statuses[n % 4],
@@ -134,7 +130,7 @@ def _day_jobs(aws, settings, count):
 
 
 def build_archive(aws, settings):
-    jobs = _day_jobs(aws, settings, 30)
+    jobs = _day_jobs(aws, settings, 12)
     jobs["r1"] = w.put_job(aws, settings, "r1", "running")
     jobs["r2"] = w.put_job(aws, settings, "r2", "running")
     return {"jobs": jobs, "messages": []}
@@ -147,7 +143,7 @@ def run_archive(aws, settings):
 
 # restore: an archived day (archived cleanly while building), written back
 def build_restore(aws, settings):
-    jobs = _day_jobs(aws, settings, 30)
+    jobs = _day_jobs(aws, settings, 12)
     result = run_archive(aws, settings)
     assert result.success and w.world(aws, settings)["jobs"] == {}
     return {"jobs": jobs, "messages": []}
@@ -173,51 +169,68 @@ def run_redrive(aws, settings):
     return _execute(redrive_termination_dlq, aws, settings, {"ops": {"replay_termination_dlq": {"config": {}}}})
 
 
-def expire_dlq(aws, settings):
-    expire_in_flight(aws.sqs.meta.region_name, w.termination_dlq_name(settings))
-
-
 def _on_queue(name_part: str) -> Callable[[dict[str, Any]], bool]:
     return lambda params: name_part in params.get("QueueUrl", "")
 
 
+def _any(params: dict[str, Any]) -> bool:
+    return True
+
+
+def _key_ends(suffix: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda params: params.get("Key", "").endswith(suffix)
+
+
 PIECES = {
     "process_terminations": Piece(
-        "process_terminations", build_termination, run_termination, ("sqs", "DeleteMessageBatch"),
+        "process_terminations", build_termination, run_termination,
+        {"DeleteParameters": (("ssm", "DeleteParameters"), _any),  # jobs marked done, runners not yet cleaned up
+         "DeleteMessageBatch": (("sqs", "DeleteMessageBatch"), _on_queue("runs-fleet-termination.fifo"))},
         {("sqs", "DeleteMessageBatch"), ("sqs", "ChangeMessageVisibilityBatch"), ("dynamodb", "BatchWriteItem"),
          ("dynamodb", "BatchGetItem")},
-        crash_when=_on_queue("runs-fleet-termination.fifo"), let_time_pass=expire_termination, run_twice=True,
+        run_twice=True,
+        transient_every=6,
     ),
     "orphaned_instances_sweep": Piece(
-        "orphaned_instances_sweep", build_orphaned_instances, run_orphaned_instances, ("ec2", "TerminateInstances"),
-        {("dynamodb", "BatchGetItem")},
+        "orphaned_instances_sweep", build_orphaned_instances, run_orphaned_instances,
+        {"TerminateInstances": (("ec2", "TerminateInstances"), _any)}, {("dynamodb", "BatchGetItem")},
     ),
     "stale_ssm_sweep": Piece(
-        "stale_ssm_sweep", build_stale_ssm, run_stale_ssm, ("ssm", "DeleteParameters"), {("ssm", "DeleteParameters")},
+        "stale_ssm_sweep", build_stale_ssm, run_stale_ssm, {"DeleteParameters": (("ssm", "DeleteParameters"), _any)},
+        {("ssm", "DeleteParameters")},
     ),
     "orphaned_queues_sweep": Piece(
-        "orphaned_queues_sweep", build_orphaned_queues, run_orphaned_queues, ("sqs", "DeleteQueue"),
+        "orphaned_queues_sweep", build_orphaned_queues, run_orphaned_queues,
+        {"PutObject": (("s3", "PutObject"), _any),  # messages received, not yet archived
+         "DeleteQueue": (("sqs", "DeleteQueue"), _any)},
         {("dynamodb", "BatchWriteItem"), ("dynamodb", "BatchGetItem"), ("sqs", "DeleteMessageBatch")},
+        transient_every=5,
     ),
     "archive_old_jobs": Piece(
-        "archive_old_jobs", build_archive, run_archive, ("dynamodb", "BatchWriteItem"), {("dynamodb", "BatchWriteItem")},
+        "archive_old_jobs", build_archive, run_archive,
+        {"PutObject-manifest": (("s3", "PutObject"), _key_ends("_manifest.json")),  # part written, no manifest yet
+         "BatchWriteItem": (("dynamodb", "BatchWriteItem"), _any)},
+        {("dynamodb", "BatchWriteItem")},
+        transient_every=5,
     ),
     "restore_archived_jobs": Piece(
-        "restore_archived_jobs", build_restore, run_restore, ("dynamodb", "BatchWriteItem"),
+        "restore_archived_jobs", build_restore, run_restore, {"BatchWriteItem": (("dynamodb", "BatchWriteItem"), _any)},
         {("dynamodb", "BatchWriteItem"), ("dynamodb", "BatchGetItem")},
     ),
     "redrive_termination_dlq": Piece(
-        "redrive_termination_dlq", build_redrive, run_redrive, ("sqs", "DeleteMessageBatch"),
-        {("sqs", "SendMessageBatch"), ("sqs", "DeleteMessageBatch")},
-        crash_when=_on_queue("runs-fleet-termination-dlq.fifo"), let_time_pass=expire_dlq,
+        "redrive_termination_dlq", build_redrive, run_redrive,
+        {"DeleteMessageBatch": (("sqs", "DeleteMessageBatch"), _on_queue("runs-fleet-termination-dlq.fifo"))},
+        {("sqs", "SendMessageBatch"), ("sqs", "DeleteMessageBatch")}, transient_every=5,
     ),
 }
 
-FAULTS = ("transient", "partial", "crash")
-SCENARIOS = [(piece, fault) for piece in PIECES for fault in FAULTS]
-assert len(SCENARIOS) == 21  # the count docs/faults.md reports
+SCENARIOS = [
+    (name, fault)
+    for name, piece in PIECES.items()
+    for fault in ["transient", "partial", *(f"crash-before-{boundary}" for boundary in piece.crashes)]
+]
+assert len(SCENARIOS) == 24  # the count docs/faults.md reports
 
-TRANSIENT_EVERY = 4  # every 4th HTTP request: alternately a throttling error and an HTTP 500
 
 
 # ---- the checks ----------------------------------------------------------------------------------
@@ -290,11 +303,11 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
     originals = piece.build(aws, settings)
 
     if fault == "transient":
-        faults.transient_every = TRANSIENT_EVERY
+        faults.transient_every = piece.transient_every
     elif fault == "partial":
         faults.partial_ops = set(piece.partial_ops)
     else:
-        faults.crash_op, faults.crash_when = piece.crash_op, piece.crash_when
+        faults.crash_op, faults.crash_when = piece.crashes[fault.removeprefix("crash-before-")]
 
     crashed = None
     with faults.armed():
@@ -304,7 +317,7 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
             crashed, result = crash, None
     assert sum(faults.injected.values()) > 0, f"no fault was injected: {faults}"
 
-    if fault == "crash":
+    if fault.startswith("crash"):
         # Either the crash killed the run, or Dagster caught it and reported a failed run.
         if result is not None:
             assert not result.success and any("injected crash" in m for m in _failure_messages(result)), \
@@ -312,6 +325,8 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
         else:
             assert "injected crash" in str(crashed)
         assert_nothing_lost(aws, settings, originals)
+        # The crash left work undone, so the convergence below is not vacuous.
+        assert w.world(aws, settings) != expected
     else:
         # Transient errors and partial batches: botocore and the code's own retries absorb them,
         # or the run fails through Dagster's reporting, naming what failed.
@@ -322,7 +337,7 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
 
     # Messages received by the faulty run and not deleted come back after their visibility
     # timeout; the re-run starts after that (moto's clock for them is moved on, as backdating does).
-    piece.let_time_pass(aws, settings)
+    expire_in_flight(aws.sqs.meta.region_name)
     again = _run_to_rest(piece, aws, settings)
     assert again.success, _failure_messages(again)
     assert_nothing_lost(aws, settings, originals)
