@@ -17,7 +17,10 @@ crash at the step boundary before the piece's first destructive batch):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,6 +281,33 @@ def assert_nothing_lost(aws, settings, originals: dict[str, Any]) -> None:
         assert settings.ssm_parameter_name(message["instance_id"]) not in end["parameters"]
 
 
+HANG_SECONDS = 60  # a faulty run that takes longer than this has hung
+
+
+@pytest.fixture()
+def no_hang() -> Iterator[None]:
+    """Fail the test (instead of blocking the suite) if a run hangs."""
+    def hung(signum, frame):
+        raise AssertionError(f"scenario still running after {HANG_SECONDS}s: hung")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(HANG_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _record(piece: str, fault: str, outcome: str, injected: dict[str, int], seconds: float) -> None:
+    """With FAULTS_REPORT=path, append one JSON line per scenario (docs/faults.md's table comes from it)."""
+    path = os.environ.get("FAULTS_REPORT")
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"piece": piece, "fault": fault, "faulty_run": outcome, "injected": injected,
+                                  "seconds": round(seconds, 1)}) + "\n")
+
+
 def _failure_messages(result) -> list[str]:
     """What Dagster reported about each failure, with the error and its causes."""
     out = []
@@ -289,7 +319,7 @@ def _failure_messages(result) -> list[str]:
 
 
 @pytest.mark.parametrize("piece_name,fault", SCENARIOS, ids=[f"{p}-{f}" for p, f in SCENARIOS])
-def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack, moto_url):
+def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack, moto_url, no_hang):
     from sandbox.deploy import deploy_stack
     from sandbox.server import reset_moto
 
@@ -310,12 +340,14 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
         faults.crash_op, faults.crash_when = piece.crashes[fault.removeprefix("crash-before-")]
 
     crashed = None
+    started = time.monotonic()
     with faults.armed():
         try:
             result = piece.run(aws, settings)
         except InjectedCrash as crash:  # the process died where the fault said; nothing after it ran
             crashed, result = crash, None
     assert sum(faults.injected.values()) > 0, f"no fault was injected: {faults}"
+    outcome = "crashed" if crashed else ("succeeded" if result.success else "failed (reported by Dagster)")
 
     if fault.startswith("crash"):
         # Either the crash killed the run, or Dagster caught it and reported a failed run.
@@ -342,3 +374,4 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
     assert again.success, _failure_messages(again)
     assert_nothing_lost(aws, settings, originals)
     assert w.world(aws, settings) == expected
+    _record(piece_name, fault, outcome, dict(faults.injected), time.monotonic() - started)
