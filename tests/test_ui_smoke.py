@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -98,10 +99,18 @@ def wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-@pytest.fixture()
-def webserver(aws, settings, moto_url, tmp_path):
+@pytest.fixture(scope="module")
+def webserver(moto_url, tmp_path_factory):
+    from resources import load_aws_clients, load_settings
+    from sandbox.deploy import deploy_stack
+    from sandbox.server import reset_moto
+
+    reset_moto(moto_url)
+    aws, settings = load_aws_clients(), load_settings()
+    deploy_stack(aws.client("cloudformation"), aws.dynamodb)
     seed_fleet(aws, settings, FleetSpec(pools=(PoolSpec("linux-small", "t3.medium", 30, 60),), busy=2, orphaned=2,
                                         finished_jobs=20, dead_runner_parameters=2))
+    tmp_path = tmp_path_factory.mktemp("ui")
     port = free_port()
     log = (tmp_path / "dagster-dev.log").open("wb")
     process = subprocess.Popen(
@@ -161,3 +170,24 @@ def test_ui_shows_the_contract_and_runs_a_dry_run_sweep(webserver):
         return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
     assert wait_for(finished, 180, f"run {run_id}") == "SUCCESS"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "asset-graph.png"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="optional: Debian's chromium is not installed")
+def test_asset_graph_screenshot(webserver, tmp_path):
+    """Open the pool audit asset graph headless, as a user would, and keep the picture under docs/."""
+    SCREENSHOT.unlink(missing_ok=True)
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1600,1000", "--virtual-time-budget=30000",
+         f"--screenshot={SCREENSHOT}",
+         f"http://127.0.0.1:{webserver}/locations/runs-fleet-housekeeping/asset-groups/pool_audit"],
+        capture_output=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    png = SCREENSHOT.read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a rendered page, not a blank one
