@@ -50,9 +50,15 @@ class Piece:
     transient_every: int = 3  # every Nth HTTP request fails: alternately throttling and HTTP 500
 
 
+_INSTANCE: list[DagsterInstance] = []
+
+
 def _execute(job, aws, settings, run_config, **kwargs):
+    # One in-memory instance for the module: runs are independent, and creating one per run is slow.
+    if not _INSTANCE:
+        _INSTANCE.append(DagsterInstance.ephemeral())
     return job.execute_in_process(run_config=run_config, resources={"aws": aws, "settings": settings},
-                                  instance=DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)
+                                  instance=_INSTANCE[0], raise_on_error=False, **kwargs)
 
 
 # termination: three runners finish; one left messages in its output queue; jobs go from running to done
@@ -188,6 +194,7 @@ PIECES = {
     "process_terminations": Piece(
         "process_terminations", build_termination, run_termination,
         {"DeleteParameters": (("ssm", "DeleteParameters"), _any),  # jobs marked done, runners not yet cleaned up
+         "DeleteQueue": (("sqs", "DeleteQueue"), _any),  # runner queue messages archived, queues not yet deleted
          "DeleteMessageBatch": (("sqs", "DeleteMessageBatch"), _on_queue("runs-fleet-termination.fifo"))},
         {("sqs", "DeleteMessageBatch"), ("sqs", "ChangeMessageVisibilityBatch"), ("dynamodb", "BatchWriteItem"),
          ("dynamodb", "BatchGetItem")},
@@ -205,7 +212,8 @@ PIECES = {
     "orphaned_queues_sweep": Piece(
         "orphaned_queues_sweep", build_orphaned_queues, run_orphaned_queues,
         {"PutObject": (("s3", "PutObject"), _any),  # messages received, not yet archived
-         "DeleteQueue": (("sqs", "DeleteQueue"), _any)},
+         "DeleteQueue": (("sqs", "DeleteQueue"), _any),
+         "BatchWriteItem": (("dynamodb", "BatchWriteItem"), _any)},  # queues gone, tracking records not yet
         {("dynamodb", "BatchWriteItem"), ("dynamodb", "BatchGetItem"), ("sqs", "DeleteMessageBatch")},
         transient_every=5,
     ),
@@ -222,7 +230,8 @@ PIECES = {
     ),
     "redrive_termination_dlq": Piece(
         "redrive_termination_dlq", build_redrive, run_redrive,
-        {"DeleteMessageBatch": (("sqs", "DeleteMessageBatch"), _on_queue("runs-fleet-termination-dlq.fifo"))},
+        {"SendMessageBatch": (("sqs", "SendMessageBatch"), _any),  # DLQ messages received and held, none sent
+         "DeleteMessageBatch": (("sqs", "DeleteMessageBatch"), _on_queue("runs-fleet-termination-dlq.fifo"))},
         {("sqs", "SendMessageBatch"), ("sqs", "DeleteMessageBatch")}, transient_every=5,
     ),
 }
@@ -232,7 +241,7 @@ SCENARIOS = [
     for name, piece in PIECES.items()
     for fault in ["transient", "partial", *(f"crash-before-{boundary}" for boundary in piece.crashes)]
 ]
-assert len(SCENARIOS) == 24  # the count docs/faults.md reports
+assert len(SCENARIOS) == 27  # the count docs/faults.md reports
 
 
 
@@ -260,9 +269,9 @@ def clean_end_state(piece: Piece, aws, settings, stack_reset: Callable[[], Any])
     return _CLEAN[piece.name]
 
 
-def assert_nothing_lost(aws, settings, originals: dict[str, Any]) -> None:
-    end = w.world(aws, settings)
-    archive = w.job_archive(aws, settings)
+def assert_nothing_lost(settings, originals: dict[str, Any], end: dict[str, Any]) -> None:
+    """Check a world snapshot: every original record and message is still somewhere safe."""
+    archive = end["job_archive"]
     assert all(day["verified"] for day in archive.values()), "an archive day does not match its manifest"
     archived = {job_id: rec for day in archive.values() for job_id, rec in day["records"].items()}
     for job_id in originals["jobs"]:
@@ -299,13 +308,15 @@ def no_hang() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _record(piece: str, fault: str, outcome: str, injected: dict[str, int], seconds: float) -> None:
+def _record(piece: str, fault: str, outcome: str, injected: dict[str, int], seconds: float, aws, settings) -> None:
     """With FAULTS_REPORT=path, append one JSON line per scenario (docs/faults.md's table comes from it)."""
     path = os.environ.get("FAULTS_REPORT")
     if path:
+        archived = w.queue_archive(aws, settings, {})
         with open(path, "a") as out:
             out.write(json.dumps({"piece": piece, "fault": fault, "faulty_run": outcome, "injected": injected,
-                                  "seconds": round(seconds, 1)}) + "\n")
+                                  "seconds": round(seconds, 1), "queue_messages_archived": len(archived),
+                                  "queue_archive_copies": w.archived_queue_copies(aws, settings)}) + "\n")
 
 
 def _failure_messages(result) -> list[str]:
@@ -356,22 +367,24 @@ def test_fault_scenario(piece_name, fault, aws, settings, faults: Faults, stack,
                 _failure_messages(result)
         else:
             assert "injected crash" in str(crashed)
-        assert_nothing_lost(aws, settings, originals)
+        after = w.world(aws, settings)
+        assert_nothing_lost(settings, originals, after)
         # The crash left work undone, so the convergence below is not vacuous.
-        assert w.world(aws, settings) != expected
+        assert after != expected
     else:
         # Transient errors and partial batches: botocore and the code's own retries absorb them,
         # or the run fails through Dagster's reporting, naming what failed.
         assert crashed is None and result is not None
         if not result.success:
             assert _failure_messages(result), "a failed run must say why"
-        assert_nothing_lost(aws, settings, originals)
+        assert_nothing_lost(settings, originals, w.world(aws, settings))
 
     # Messages received by the faulty run and not deleted come back after their visibility
     # timeout; the re-run starts after that (moto's clock for them is moved on, as backdating does).
     expire_in_flight(aws.sqs.meta.region_name)
     again = _run_to_rest(piece, aws, settings)
     assert again.success, _failure_messages(again)
-    assert_nothing_lost(aws, settings, originals)
-    assert w.world(aws, settings) == expected
-    _record(piece_name, fault, outcome, dict(faults.injected), time.monotonic() - started)
+    end = w.world(aws, settings)
+    assert_nothing_lost(settings, originals, end)
+    assert end == expected
+    _record(piece_name, fault, outcome, dict(faults.injected), time.monotonic() - started, aws, settings)

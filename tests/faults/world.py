@@ -194,7 +194,7 @@ def world(aws, settings) -> dict[str, Any]:
     return {
         "instances": instances, "parameters": params, "queues": queues, "runner_queue_bodies": runner_queue_bodies,
         "tracking": tracking, "jobs": jobs,
-        "job_archive": {d: {k: v for k, v in a.items() if k != "records"} for d, a in archive.items()},
+        "job_archive": archive,
         "queue_archive": queue_archive(aws, settings, labels),
         "termination_queue": sorted(queue_bodies(region, settings.termination_queue)),
         "termination_dlq": sorted(queue_bodies(region, termination_dlq_name(settings))),
