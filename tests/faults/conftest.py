@@ -171,7 +171,7 @@ class Faults:
     sends: int = 0
     injected: Counter = field(default_factory=Counter)  # what was injected, by kind
     _crash_calls: int = 0
-    _pending: dict[int, Any] = field(default_factory=dict)  # thread id -> dropped entries of its call
+    _pending: dict[tuple[int, str], Any] = field(default_factory=dict)  # (thread, operation) -> dropped entries
 
     @contextmanager
     def armed(self) -> Iterator[Faults]:
@@ -217,14 +217,17 @@ class Faults:
 
         def handler(params: dict[str, Any], **_: Any) -> None:
             if self._armed and key in self.partial_ops:
-                self._pending[threading.get_ident()] = drop(params)
+                # Set (or replaced) per call, so a call that ended in an exception leaves nothing stale behind.
+                self._pending[(threading.get_ident(), key[1])] = drop(params)
+            else:
+                self._pending.pop((threading.get_ident(), key[1]), None)
         return handler
 
     def _after_call(self, key: tuple[str, str]) -> Callable[..., None]:
         _, report = PARTIAL[key]
 
         def handler(parsed: dict[str, Any], **_: Any) -> None:
-            dropped = self._pending.pop(threading.get_ident(), None)
+            dropped = self._pending.pop((threading.get_ident(), key[1]), None)
             if dropped is not None:
                 self.injected[f"partial {key[1]}"] += report(parsed, dropped)
         return handler

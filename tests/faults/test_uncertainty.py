@@ -53,7 +53,14 @@ def _access_denied(aws):
         if client.meta.service_model.service_name == "dynamodb":
             client.meta.events.register("before-send.dynamodb.BatchGetItem", handler)
 
-    return add_client_observer(observe)
+    remove_observer = add_client_observer(observe)
+    observe(aws.dynamodb)  # the fixture's client exists already; the run's clients are new ones
+
+    def remove():
+        remove_observer()
+        aws.dynamodb.meta.events.unregister("before-send.dynamodb.BatchGetItem", handler)
+
+    return remove
 
 
 @pytest.mark.parametrize("how", ["access denied", "table missing"])
