@@ -3,7 +3,7 @@
 Nothing of the project is patched: ``resources.aws.add_client_observer`` hands us every
 client the project creates, and we register botocore event handlers on it:
 
-- transient errors (``before-send``): every Nth HTTP request of the armed services is
+- transient errors (``before-send``): every Nth HTTP request (any service) is
   answered with a throttling error (in the service's own wire format) or an HTTP 500,
   without reaching moto, so botocore's own retry logic (standard mode, backoff with
   jitter) sees exactly what AWS would send;
@@ -11,9 +11,10 @@ client the project creates, and we register botocore event handlers on it:
   batch call are really dropped from the request before it is sent, and the answer reports
   them as not processed (``UnprocessedItems``/``UnprocessedKeys``, ``Failed`` entries,
   ``InvalidParameters``), so an entry the code believes done really is done;
-- crashes (``provide-client-params``, before the call is built or sent): the Nth call of one operation raises ``InjectedCrash``, a
-  ``BaseException`` like the ``SystemExit``/``KeyboardInterrupt`` of a killed worker, so no
-  ``except Exception`` in the code can swallow it: nothing after that point runs.
+- crashes (``provide-client-params``, before the call is built or sent): the Nth call of one
+  operation raises ``InjectedCrash``, a ``BaseException`` like the ``SystemExit`` or
+  ``KeyboardInterrupt`` of a killed worker, so no ``except Exception`` in the code can
+  swallow it: nothing after that point runs.
 
 Faults are armed only while a test says so (``with faults.armed():``), so seeding and
 reading the end state use the same clients untouched.

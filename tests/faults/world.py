@@ -77,7 +77,8 @@ def queue_set(aws, settings, runner_id: str, age_hours: float, *, messages: int 
     last = datetime.now(timezone.utc) - timedelta(hours=idle_hours if idle_hours is not None else age_hours)
     millis = str(int(last.timestamp() * 1000))
     aws.dynamodb.put_item(TableName=settings.queue_tracking_table, Item={
-        "runner_id": {"S": runner_id}, "input_queue_url": {"S": urls["input"]}, "output_queue_url": {"S": urls["output"]},
+        "runner_id": {"S": runner_id}, "input_queue_url": {"S": urls["input"]},
+        "output_queue_url": {"S": urls["output"]},
         "dlq_url": {"S": urls["dlq"]}, "created_at": {"N": millis}, "last_activity": {"N": millis},
     })
     return urls
@@ -149,7 +150,9 @@ def job_archive(aws, settings) -> dict[str, Any]:
 
 
 def queue_archive(aws, settings, labels) -> list[tuple[str, str]]:
-    """Every archived queue message once, as (key prefix up to archived_at, body); a re-archive after a crash may repeat one."""
+    """Every archived queue message once, as (key prefix up to archived_at, body).
+
+    A set: a re-archive after a crash would repeat a message (archived_queue_copies counts copies)."""
     out = set()
     for key, body in _s3_objects(aws, settings, "queues/").items():
         where = _norm(key.split("/archived_at=")[0], labels)
@@ -173,12 +176,9 @@ def world(aws, settings) -> dict[str, Any]:
                 state = i["State"]["Name"]
                 instances[labels.get(i["InstanceId"], i["InstanceId"])] = (
                     "terminated" if state in ("shutting-down", "terminated") else state)
-    params = sorted(
-        _norm(p["Name"], labels)
-        for page in aws.ssm.get_paginator("get_parameters_by_path").paginate(Path=settings.ssm_prefix.rstrip("/") or "/",
-                                                                             Recursive=True)
-        for p in page["Parameters"]
-    )
+    pages = aws.ssm.get_paginator("get_parameters_by_path").paginate(
+        Path=settings.ssm_prefix.rstrip("/") or "/", Recursive=True)
+    params = sorted(_norm(p["Name"], labels) for page in pages for p in page["Parameters"])
     raw_queues = [url.rsplit("/", 1)[-1] for page in aws.sqs.get_paginator("list_queues").paginate()
                   for url in page.get("QueueUrls", [])]
     queues = sorted(_norm(q, labels) for q in raw_queues)
