@@ -6,7 +6,8 @@ on BatchGetItem keep instances. What is added here, through the Dagster job and 
 record (plan metadata and run logs, what an operator sees):
 
 - the jobs table unreachable: AccessDenied answered by "AWS" (an HTTP 400, not retried by
-  botocore), and the table missing (settings point at a table that does not exist);
+  botocore), the table missing (settings point at a table that does not exist), and the
+  lookup timing out;
 - malformed records and tags the existing tests do not cover: a status of the wrong type,
   an empty status string, a job-id tag of blanks.
 """
@@ -17,6 +18,7 @@ import json
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
 from dagster import DagsterInstance
 
 from pipelines.sweeps import orphaned_instances as oi
@@ -63,7 +65,26 @@ def _access_denied(aws):
     return remove
 
 
-@pytest.mark.parametrize("how", ["access denied", "table missing"])
+def _timing_out(aws):
+    """Every BatchGetItem times out, as it would after botocore's retries ran out (raised before sending)."""
+    def handler(**_):
+        raise ReadTimeoutError(endpoint_url="http://dynamodb (injected)")
+
+    def observe(client):
+        if client.meta.service_model.service_name == "dynamodb":
+            client.meta.events.register("before-call.dynamodb.BatchGetItem", handler)
+
+    remove_observer = add_client_observer(observe)
+    observe(aws.dynamodb)
+
+    def remove():
+        remove_observer()
+        aws.dynamodb.meta.events.unregister("before-call.dynamodb.BatchGetItem", handler)
+
+    return remove
+
+
+@pytest.mark.parametrize("how", ["access denied", "table missing", "timeout"])
 def test_jobs_table_unreachable_terminates_nothing_and_says_why(aws, settings, how):
     w.put_pool(aws, settings, "small", 60)
     w.put_job(aws, settings, "j-done", "completed", completed_at="2026-11-22T10:00:00Z")
@@ -75,6 +96,9 @@ def test_jobs_table_unreachable_terminates_nothing_and_says_why(aws, settings, h
     if how == "access denied":
         remove = _access_denied(aws)
         expected_code = "AccessDeniedException"
+    elif how == "timeout":
+        remove = _timing_out(aws)
+        expected_code = "Read timeout on endpoint URL"
     else:
         run_settings = type(settings)(**{**settings.model_dump(), "jobs_table": "runs-fleet-jobs-gone"})
         expected_code = "ResourceNotFoundException"
@@ -88,7 +112,7 @@ def test_jobs_table_unreachable_terminates_nothing_and_says_why(aws, settings, h
     assert set(_instance_states(aws, settings).values()) == {"running"}
     assert metadata["planned"] == 0 and metadata["kept_because_uncertain"] == 3
     kept = metadata["kept"]
-    assert kept.count(f"jobs table lookup failed ({expected_code})") == 3, kept
+    assert kept.count(f"jobs table lookup failed ({expected_code}") == 3, kept
     kept_logs = [m for m in logs if "kept" in m and expected_code in m]
     assert len(kept_logs) == 3, logs
     act = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT" and e.step_key == oi.ACT_OP]
