@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pipelines.common.aws import SQS_BATCH, batch_write_with_retry, chunks, queue_url
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 from sandbox import backdate
@@ -122,11 +123,6 @@ class SeededFleet:
 
 def iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def seed_fleet(
@@ -256,7 +252,7 @@ def _put_pools(aws: AwsClients, settings: FleetSettings, pools: Sequence[PoolSpe
         if pool.hourly_price_usd is not None:
             item["hourly_price_usd"] = {"N": str(pool.hourly_price_usd)}
         requests.append({"PutRequest": {"Item": item}})
-    _batch_write(aws, settings.pools_table, requests)
+    batch_write_with_retry(aws.dynamodb, settings.pools_table, requests)
 
 
 def _put_jobs(aws: AwsClients, settings: FleetSettings, jobs: list[dict[str, Any]]) -> None:
@@ -264,14 +260,7 @@ def _put_jobs(aws: AwsClients, settings: FleetSettings, jobs: list[dict[str, Any
     for job in jobs:
         item = {k: ({"N": str(v)} if isinstance(v, int) else {"S": v}) for k, v in job.items()}
         requests.append({"PutRequest": {"Item": item}})
-    _batch_write(aws, settings.jobs_table, requests)
-
-
-def _batch_write(aws: AwsClients, table: str, requests: list[dict[str, Any]]) -> None:
-    for chunk in chunked(requests, 25):
-        pending = {table: list(chunk)}
-        while pending:
-            pending = aws.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+    batch_write_with_retry(aws.dynamodb, settings.jobs_table, requests)
 
 
 def _put_parameters(aws: AwsClients, settings: FleetSettings, runner_ids: Sequence[str], modified: datetime,
@@ -308,7 +297,7 @@ def _create_queue_sets(aws: AwsClients, settings: FleetSettings, spec: FleetSpec
             "created_at": {"N": str(int(created.timestamp() * 1000))}, "last_activity": {"N": str(millis)},
             "ttl": {"N": str(int(last_activity.timestamp()) + 7 * 86400)},
         }}})
-    _batch_write(aws, settings.queue_tracking_table, requests)
+    batch_write_with_retry(aws.dynamodb, settings.queue_tracking_table, requests)
 
 
 def _run_ecs_tasks(aws: AwsClients, settings: FleetSettings, spec: FleetSpec, fleet: SeededFleet,
@@ -349,8 +338,7 @@ def _send_termination_messages(aws: AwsClients, settings: FleetSettings, spec: F
                                now: datetime, rng: random.Random) -> None:
     if not (spec.termination_messages or spec.ecs_stop_events or spec.malformed_messages):
         return
-    queue_url = aws.sqs.get_queue_url(QueueName=settings.termination_queue)["QueueUrl"] \
-        if not settings.termination_queue.startswith("http") else settings.termination_queue
+    termination_url = queue_url(aws.sqs, settings.termination_queue)
     entries: list[tuple[str, str]] = []  # (group, body)
     for runner_id in fleet.busy[-spec.termination_messages:] if spec.termination_messages else []:
         duration = rng.randint(60, 1800)
@@ -372,9 +360,9 @@ def _send_termination_messages(aws: AwsClients, settings: FleetSettings, spec: F
     malformed = ['{"instance_id": "i-0bad", "job_id": ', "not json at all"]
     for n in range(spec.malformed_messages):
         entries.append((f"malformed-{n}", malformed[n % len(malformed)]))
-    for chunk in chunked(entries, 10):
+    for chunk in chunks(entries, SQS_BATCH):
         response = aws.sqs.send_message_batch(
-            QueueUrl=queue_url,
+            QueueUrl=termination_url,
             Entries=[{"Id": str(i), "MessageBody": body, "MessageGroupId": group} for i, (group, body) in enumerate(chunk)],
         )
         for ok in response.get("Successful", []):
