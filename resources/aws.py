@@ -58,7 +58,6 @@ class AwsClients(ResourceWithBoto3Configuration):
     read_timeout: float = Field(default=60.0, description="Seconds to wait for a response (long polls wait 20 s).")
 
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _session(self) -> boto3.session.Session:
         """The shared session of this identity (call with ``_sessions_lock`` held)."""
@@ -76,7 +75,7 @@ class AwsClients(ResourceWithBoto3Configuration):
 
     def client(self, service: str) -> Any:
         """A cached boto3 client for ``service`` (boto3 clients are thread-safe)."""
-        with self._lock, _sessions_lock:
+        with _sessions_lock:
             if service not in self._clients:
                 config = Config(
                     retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
