@@ -15,6 +15,8 @@ from typing import Any
 
 from tests.faults.conftest import queue_bodies
 from sandbox import backdate
+from tests import builders
+from tests.builders import put_params, put_pool  # noqa: F401 - the scenarios build with them via world
 
 DAY = date(2026, 11, 10)
 
@@ -23,25 +25,8 @@ DAY = date(2026, 11, 10)
 
 def launch(aws, label: str, age_minutes: float, *, pool: str | None = "small", job_id: str | None = None,
            protect: bool = False) -> str:
-    tags = [{"Key": "Name", "Value": label}, {"Key": "runs-fleet:managed", "Value": "true"}]
-    if pool:
-        tags.append({"Key": "runs-fleet:pool", "Value": pool})
-    if job_id is not None:
-        tags.append({"Key": "runs-fleet:job-id", "Value": job_id})
-    if protect:
-        tags.append({"Key": "runs-fleet:protect", "Value": "true"})
-    (instance,) = aws.ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1,
-                                        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"]
-    backdate.backdate_instances([instance["InstanceId"]], datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
-                                aws.ec2.meta.region_name)
-    return instance["InstanceId"]
-
-
-def put_pool(aws, settings, name: str, max_runtime: int) -> None:
-    aws.dynamodb.put_item(TableName=settings.pools_table, Item={
-        "pool_name": {"S": name}, "instance_type": {"S": "t3.micro"}, "ebs_gb": {"N": "30"},
-        "max_runtime_minutes": {"N": str(max_runtime)}, "desired_running": {"N": "1"}, "desired_stopped": {"N": "0"},
-    })
+    """One managed instance whose Name tag is its label (so end states compare across fleets)."""
+    return builders.launch(aws, age_minutes, name=label, pool=pool, job_id=job_id, protect=protect)
 
 
 def put_job(aws, settings, job_id: str, status: str | None, *, runner: str = "-", completed_at: str | None = None):
@@ -55,15 +40,6 @@ def put_job(aws, settings, job_id: str, status: str | None, *, runner: str = "-"
         item["duration_seconds"] = {"N": "314"}
     aws.dynamodb.put_item(TableName=settings.jobs_table, Item=item)
     return item
-
-
-def put_params(aws, settings, runner_ids, age_minutes: float) -> list[str]:
-    names = [settings.ssm_parameter_name(r) for r in runner_ids]
-    for name in names:
-        aws.ssm.put_parameter(Name=name, Type="String", Value=json.dumps({"labels": ["x"]}), Overwrite=True)
-    backdate.backdate_parameters(names, datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
-                                 aws.ssm.meta.region_name)
-    return names
 
 
 def queue_set(aws, settings, runner_id: str, age_hours: float, *, messages: int = 0, idle_hours: float | None = None):

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
-import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from pipelines.sweeps import orphaned_instances as oi
 from resources import add_client_observer, load_aws_clients, load_settings
-from resources.settings import FleetSettings
-from sandbox import backdate
-
-def put_pool(aws, settings, name, max_runtime):
-    aws.dynamodb.put_item(TableName=settings.pools_table, Item={
-        "pool_name": {"S": name}, "instance_type": {"S": "t3.micro"}, "ebs_gb": {"N": "30"},
-        "max_runtime_minutes": {"N": str(max_runtime)}, "desired_running": {"N": "1"}, "desired_stopped": {"N": "0"},
-    })
+from tests.builders import launch, put_pool
 
 
 def put_job(aws, settings, job_id, status=None):
@@ -25,23 +15,6 @@ def put_job(aws, settings, job_id, status=None):
     if status:
         item["status"] = {"S": status}
     aws.dynamodb.put_item(TableName=settings.jobs_table, Item=item)
-
-
-def launch(aws, age_minutes, *, pool=None, job_id=None, protect=False, managed=True, count=1):
-    tags = [{"Key": "Name", "Value": "test"}]
-    if managed:
-        tags.append({"Key": "runs-fleet:managed", "Value": "true"})
-    if pool:
-        tags.append({"Key": "runs-fleet:pool", "Value": pool})
-    if job_id is not None:
-        tags.append({"Key": "runs-fleet:job-id", "Value": job_id})
-    if protect:
-        tags.append({"Key": "runs-fleet:protect", "Value": "true"})
-    reservation = aws.ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=count,
-                                        MaxCount=count, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
-    ids = [i["InstanceId"] for i in reservation["Instances"]]
-    backdate.backdate_instances(ids, datetime.now(timezone.utc) - timedelta(minutes=age_minutes), aws.ec2.meta.region_name)
-    return ids[0] if count == 1 else ids
 
 
 def states(aws, ids):

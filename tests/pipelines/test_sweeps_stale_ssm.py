@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta, timezone
-
 from botocore.exceptions import ClientError
 
 from pipelines.common.safety import PlannedAction
@@ -12,17 +9,8 @@ from pipelines.sweeps import stale_ssm
 from pipelines.sweeps.plans import SweepPlan
 from resources import add_client_observer, load_aws_clients
 from resources.settings import FleetSettings
-from sandbox import backdate
 from sandbox.seed import FleetSpec, PoolSpec, seed_fleet
-
-
-def put_params(aws, settings, runner_ids, age_minutes):
-    names = [settings.ssm_parameter_name(r) for r in runner_ids]
-    for name in names:
-        aws.ssm.put_parameter(Name=name, Type="String", Value=json.dumps({"labels": ["x"]}), Overwrite=True)
-    backdate.backdate_parameters(names, datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
-                                 aws.ssm.meta.region_name)
-    return names
+from tests.builders import put_params
 
 
 def remaining(aws, settings):

@@ -1,0 +1,43 @@
+"""Small fleet pieces the tests build one by one: instances, pools, runner parameters (old where asked)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from sandbox import backdate
+
+
+def launch(aws, age_minutes, *, name="test", pool=None, job_id=None, protect=False, managed=True, count=1):
+    """Launch ``count`` tagged instances launched ``age_minutes`` ago; one id, or a list when count > 1."""
+    tags = [{"Key": "Name", "Value": name}]
+    if managed:
+        tags.append({"Key": "runs-fleet:managed", "Value": "true"})
+    if pool:
+        tags.append({"Key": "runs-fleet:pool", "Value": pool})
+    if job_id is not None:
+        tags.append({"Key": "runs-fleet:job-id", "Value": job_id})
+    if protect:
+        tags.append({"Key": "runs-fleet:protect", "Value": "true"})
+    reservation = aws.ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=count,
+                                        MaxCount=count, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    ids = [i["InstanceId"] for i in reservation["Instances"]]
+    backdate.backdate_instances(ids, datetime.now(timezone.utc) - timedelta(minutes=age_minutes), aws.ec2.meta.region_name)
+    return ids[0] if count == 1 else ids
+
+
+def put_pool(aws, settings, name: str, max_runtime: int) -> None:
+    aws.dynamodb.put_item(TableName=settings.pools_table, Item={
+        "pool_name": {"S": name}, "instance_type": {"S": "t3.micro"}, "ebs_gb": {"N": "30"},
+        "max_runtime_minutes": {"N": str(max_runtime)}, "desired_running": {"N": "1"}, "desired_stopped": {"N": "0"},
+    })
+
+
+def put_params(aws, settings, runner_ids, age_minutes: float) -> list[str]:
+    """Runner config parameters last modified ``age_minutes`` ago; returns their names."""
+    names = [settings.ssm_parameter_name(r) for r in runner_ids]
+    for name in names:
+        aws.ssm.put_parameter(Name=name, Type="String", Value=json.dumps({"labels": ["x"]}), Overwrite=True)
+    backdate.backdate_parameters(names, datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
+                                 aws.ssm.meta.region_name)
+    return names
