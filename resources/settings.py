@@ -1,6 +1,6 @@
 """The fleet contract's names, read once from the environment and validated at load.
 
-Every name of ``shared/fleet-contract.md`` lives here with its environment variable and
+Every name of ``docs/contract.md`` lives here with its environment variable and
 default. ``load_settings`` reads the environment when ``definitions.py`` is imported, so a
 misconfigured deployment (an empty table name, ``RUNS_FLEET_DRY_RUN=maybe``) fails to load
 with an error that names the variable, instead of failing halfway through a sweep.
@@ -112,7 +112,7 @@ def validate_setting(setting: Setting, raw: str) -> str:
 
 
 class FleetSettings(ConfigurableResource):
-    """The fleet contract's resource names (see shared/fleet-contract.md), one per RUNS_FLEET_* variable."""
+    """The fleet contract's resource names (see docs/contract.md), one per RUNS_FLEET_* variable."""
 
     jobs_table: str = Field(default="runs-fleet-jobs", description="DynamoDB jobs table (RUNS_FLEET_JOBS_TABLE).")
     pools_table: str = Field(default="runs-fleet-pools", description="DynamoDB pools table (RUNS_FLEET_POOLS_TABLE).")
