@@ -11,12 +11,13 @@ import importlib
 
 from dagster import Definitions
 
-from resources import load_aws_clients, load_settings
+from resources import deployment_resources, load_aws_clients, load_settings
 
 # One module per capability; each defines `defs`.
 CAPABILITIES: list[str] = ["pipelines.audit", "pipelines.archival", "pipelines.sweeps", "pipelines.termination"]
 
 defs = Definitions.merge(
     *(importlib.import_module(module).defs for module in CAPABILITIES),
-    Definitions(resources={"aws": load_aws_clients(), "settings": load_settings()}),
+    # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run elsewhere.
+    Definitions(resources=deployment_resources(load_aws_clients(), load_settings())),
 )

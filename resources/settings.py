@@ -4,6 +4,12 @@ Every name of ``docs/contract.md`` lives here with its environment variable and
 default. ``load_settings`` reads the environment when ``definitions.py`` is imported, so a
 misconfigured deployment (an empty table name, ``RUNS_FLEET_DRY_RUN=maybe``) fails to load
 with an error that names the variable, instead of failing halfway through a sweep.
+
+Deployment settings win (contract): ``deployment_resources`` binds the settings and the AWS
+clients as resources with an empty config schema, so no run's config (the Launchpad, a
+schedule, a housekeeping request) can turn ``RUNS_FLEET_DRY_RUN`` off, rename a table or
+point a run at another endpoint or region: Dagster refuses such a run config before the run
+starts, naming the entry.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dagster import ConfigurableResource, EnvVar
+from typing import Any
+
+from dagster import ConfigurableResource, ResourceDefinition, Shape
 from pydantic import Field
 
 
@@ -134,13 +142,13 @@ class FleetSettings(ConfigurableResource):
     archive_bucket: str = Field(default="runs-fleet-archive", description="S3 archive bucket (RUNS_FLEET_ARCHIVE_BUCKET).")
     ecs_cluster: str = Field(default="runs-fleet", description="ECS cluster of container runners (RUNS_FLEET_ECS_CLUSTER).")
     metrics_namespace: str = Field(default="RunsFleet", description="CloudWatch namespace (RUNS_FLEET_METRICS_NAMESPACE).")
-    dry_run: str = Field(
-        default="false", description="RUNS_FLEET_DRY_RUN: true stops every destructive piece after its plan."
+    dry_run: bool = Field(
+        default=False, description="RUNS_FLEET_DRY_RUN: true stops every destructive piece after its plan."
     )
 
     @property
     def global_dry_run(self) -> bool:
-        return parse_bool("RUNS_FLEET_DRY_RUN", self.dry_run)
+        return self.dry_run
 
     def ssm_parameter_name(self, runner_id: str) -> str:
         return f"{self.ssm_prefix}{runner_id}/config"
@@ -152,19 +160,37 @@ class FleetSettings(ConfigurableResource):
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> FleetSettings:
-    """Validate every RUNS_FLEET_* variable now and build the settings resource.
+    """Validate every RUNS_FLEET_* variable now and build the settings, with typed values.
 
-    A variable that is set is passed as ``EnvVar`` (so the Dagster UI shows where the value
-    comes from); one that is unset takes the contract's default.
+    Values are resolved here rather than passed as ``EnvVar``: an ``EnvVar`` is resolved as
+    run config, and run config is exactly what must not be able to change them.
     """
     env = os.environ if environ is None else environ
     kwargs: dict[str, object] = {}
     for setting in SETTINGS:
         if setting.env_var in env:
-            validate_setting(setting, env[setting.env_var])
-            # EnvVar keeps the deployment-specific value out of the code and visible as such
-            # in the UI; it only resolves from os.environ, so honour a passed mapping literally.
-            kwargs[setting.field] = EnvVar(setting.env_var) if environ is None else env[setting.env_var]
-        else:
-            kwargs[setting.field] = setting.default
+            value = validate_setting(setting, env[setting.env_var])
+            kwargs[setting.field] = parse_bool(setting.env_var, value) if setting.kind == "bool" else value
     return FleetSettings(**kwargs)
+
+
+def _describe(settings: FleetSettings) -> str:
+    values = ", ".join(f"{s.env_var}={getattr(settings, s.field)}" for s in SETTINGS)
+    return f"The fleet contract's names, from the code location's environment only ({values})."
+
+
+def locked(resource: Any, description: str) -> ResourceDefinition:
+    """Bind an already-configured resource with an empty config schema: a run config cannot change it.
+
+    Dagster validates run config against ``Shape({})``, so ``resources: {settings: {config:
+    {dry_run: false}}}`` is refused before the run starts ("unexpected config entry").
+    """
+    return ResourceDefinition(resource_fn=lambda _: resource, config_schema=Shape({}), description=description)
+
+
+def deployment_resources(aws: Any, settings: FleetSettings) -> dict[str, ResourceDefinition]:
+    """The ``aws`` and ``settings`` resources as every run of the code location gets them: locked."""
+    return {
+        "aws": locked(aws, "boto3 clients (region, endpoint, retries) from the code location's environment only."),
+        "settings": locked(settings, _describe(settings)),
+    }

@@ -66,10 +66,9 @@ def test_overrides_are_taken(monkeypatch):
     monkeypatch.setenv("RUNS_FLEET_JOBS_TABLE", "staging-jobs")
     monkeypatch.setenv("RUNS_FLEET_DRY_RUN", "TRUE")
     settings = load_settings()
-    # set variables stay EnvVar references; Dagster resolves them when a run starts
-    resolved = settings.process_config_and_initialize()
-    assert resolved.jobs_table == "staging-jobs"
-    assert resolved.global_dry_run is True
+    # resolved and typed at load: run config is not where they can come from
+    assert settings.jobs_table == "staging-jobs"
+    assert settings.dry_run is True and settings.global_dry_run is True
 
 
 @pytest.mark.parametrize(

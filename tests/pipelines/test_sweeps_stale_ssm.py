@@ -49,7 +49,7 @@ def test_age_boundary_ec2_and_ecs_runners(aws, settings):
     stale = {settings.ssm_parameter_name(r) for r in fleet.dead_parameters} | {old, gone_ec2, unknown_task}
     assert {settings.ssm_parameter_name(r) for r in fleet.ecs_stopped} <= stale
 
-    dry = run_sweep(aws, FleetSettings(dry_run="true"), max_fraction=1.0)  # RUNS_FLEET_DRY_RUN=true
+    dry = run_sweep(aws, FleetSettings(dry_run=True), max_fraction=1.0)  # RUNS_FLEET_DRY_RUN=true
     assert dry.success and remaining(aws, settings) == before
 
     result = run_sweep(aws, settings, max_fraction=1.0)
