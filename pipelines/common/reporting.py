@@ -16,14 +16,20 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def plan_table(actions: Sequence[PlannedAction]) -> MetadataValue:
-    """The plan as a Markdown table (resource, reason, action) for run metadata."""
-    lines = ["| resource | reason | action |", "|---|---|---|"]
-    lines += [f"| {_cell(a.resource)} | {_cell(a.reason)} | {_cell(a.action)} |" for a in actions[:MAX_TABLE_ROWS]]
-    if len(actions) > MAX_TABLE_ROWS:
-        lines.append(f"| … {len(actions) - MAX_TABLE_ROWS} more in the run logs | | |")
-    if not actions:
-        lines.append("| (nothing to do) | | |")
+def plan_table(actions: Sequence[PlannedAction],
+               spared: Sequence[tuple[str, str, str, str | None]] = ()) -> MetadataValue:
+    """The plan as a Markdown table, one row per candidate: resource, outcome, reason, pool.
+
+    ``spared`` holds the candidates kept (resource, outcome such as ``kept: protected``,
+    reason, pool), so a plan shows what it spared and why, not only what it would do.
+    """
+    rows = [(a.resource, a.action, a.reason, a.pool) for a in actions] + list(spared)
+    lines = ["| resource | outcome | reason | pool |", "|---|---|---|---|"]
+    lines += [f"| {_cell(r)} | {_cell(o)} | {_cell(why)} | {_cell(p or '')} |" for r, o, why, p in rows[:MAX_TABLE_ROWS]]
+    if len(rows) > MAX_TABLE_ROWS:
+        lines.append(f"| … {len(rows) - MAX_TABLE_ROWS} more in the run logs | | | |")
+    if not rows:
+        lines.append("| (nothing to do) | | | |")
     return MetadataValue.md("\n".join(lines))
 
 

@@ -8,6 +8,7 @@ after the plan. The Dagster layer (``pipelines.common.reporting``) records the p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from dagster import Config
 from pydantic import Field
@@ -65,7 +66,8 @@ def check_blast_radius(kind: str, planned: int, found: int, max_actions: int, ma
             f"{kind}: plan has {planned} actions, more than max_actions={max_actions}; "
             f"nothing was touched. Raise max_actions for one run if the plan is right."
         )
-    if planned > 10 and found > 0 and planned > max_fraction * found:
+    # Exact: 29 of 100 at max_fraction 0.29 is not more (0.29 * 100 is 28.999... in floats).
+    if planned > 10 and found > 0 and Decimal(planned) > Decimal(str(max_fraction)) * found:
         raise BlastRadiusExceeded(
             f"{kind}: plan has {planned} of {found} found ({planned / found:.0%}), more than "
             f"max_fraction={max_fraction:.0%}; nothing was touched. Raise max_fraction for one run if the plan is right."

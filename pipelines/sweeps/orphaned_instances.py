@@ -11,8 +11,8 @@ are the thin layer around it.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,19 +22,21 @@ from pipelines.common.aws import EC2_TERMINATE_BATCH, batch_get_with_retry, chun
 from pipelines.common.requests import RequestableJob
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
 from pipelines.sweeps.params import sweep_run_config
-from pipelines.sweeps.plans import SweepPlan, guarded_act, plan_output
-from pipelines.sweeps.runners import EC2_PAGE_SIZE, POOL_TAG, describe_instances_by_id, tags_of
+from pipelines.sweeps import rules
+from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.rules import (
+    DEFAULT_MAX_RUNTIME_MINUTES,
+    GRACE_MINUTES,
+    JOB_ID_TAG,
+    MANAGED_TAG,
+    POOL_TAG,
+    JobLookup,
+)
+from pipelines.sweeps.runners import EC2_PAGE_SIZE, describe_instances_by_id, tags_of
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
 KIND = "orphaned_instances"
-MANAGED_TAG = "runs-fleet:managed"
-JOB_ID_TAG = "runs-fleet:job-id"
-PROTECT_TAG = "runs-fleet:protect"
-DEFAULT_MAX_RUNTIME_MINUTES = 360
-GRACE_MINUTES = 10
-# The contract's job statuses; any other value is malformed and keeps the instance.
-JOB_STATUSES = frozenset({"queued", "running", "completed", "failed", "cancelled", "interrupted"})
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,27 @@ class Instance:
 
     @property
     def protected(self) -> bool:
-        return self.tags.get(PROTECT_TAG, "").strip().lower() == "true"
+        return rules.protected(self.tags)
 
     @property
     def managed(self) -> bool:
         return self.tags.get(MANAGED_TAG) == "true"
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The pools table as the rule needs it: usable limits, and why the others are unusable."""
+
+    max_runtimes: Mapping[str, Decimal]
+    bad: Mapping[str, str]
+
+    def limit_of(self, pool: str | None) -> tuple[Decimal | None, str]:
+        """(max runtime, where it comes from); None with the reason when the pool's value is unusable."""
+        if pool in self.bad:
+            return None, self.bad[pool]
+        if pool in self.max_runtimes:
+            return self.max_runtimes[pool], f"pool {pool}"
+        return DEFAULT_MAX_RUNTIME_MINUTES, f"default, pool {pool or '(untagged)'} not in pools table"
 
 
 def _instance(raw: dict[str, Any]) -> Instance:
@@ -83,11 +101,9 @@ def find_managed_running(ec2: Any, page_size: int = EC2_PAGE_SIZE) -> list[Insta
     return [_instance(i) for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])]
 
 
-def load_max_runtimes(
-    dynamodb: Any, pools_table: str, page_size: int | None = None
-) -> tuple[dict[str, int], dict[str, str]]:
-    """Pools table → (pool -> max_runtime_minutes, pool -> why its value is unusable). Scans every page."""
-    runtimes: dict[str, int] = {}
+def load_pool_limits(dynamodb: Any, pools_table: str, page_size: int | None = None) -> PoolLimits:
+    """Pools table → each pool's usable max_runtime_minutes, and why the others are unusable. Scans every page."""
+    runtimes: dict[str, Decimal] = {}
     bad: dict[str, str] = {}
     pages = dynamodb.get_paginator("scan").paginate(
         TableName=pools_table, ProjectionExpression="pool_name, max_runtime_minutes",
@@ -99,80 +115,79 @@ def load_max_runtimes(
             if not name:
                 continue
             raw = item.get("max_runtime_minutes", {}).get("N")
-            try:
-                value = Decimal(raw) if raw is not None else None
-            except InvalidOperation:
-                value = None
-            if value is None or value <= 0:
-                bad[name] = f"pool {name} has no usable max_runtime_minutes ({raw!r})"
+            value = rules.parse_max_runtime(raw)
+            if value is None:
+                bad[name] = f"pool {name} has no usable max_runtime_minutes ({str(raw)[:40]!r})"
             else:
-                runtimes[name] = int(value)
-    return runtimes, bad
+                runtimes[name] = value
+    return PoolLimits(runtimes, bad)
 
 
-def lookup_job_statuses(dynamodb: Any, jobs_table: str, job_ids: Iterable[str]) -> dict[str, str | None]:
-    """job_id -> status (None when the record has no usable status) for the jobs that exist; 100 keys a call."""
-    keys = [{"job_id": {"S": j}} for j in sorted(set(job_ids))]
+def read_pool_limits(dynamodb: Any, pools_table: str) -> PoolLimits:
+    try:
+        return load_pool_limits(dynamodb, pools_table)
+    except (ClientError, BotoCoreError) as error:
+        # Every instance's limit depends on the pools table: a sweep missing it acts on nothing.
+        raise RuntimeError(
+            f"pools table {pools_table} could not be read ({error_code(error) or error}): acting on nothing"
+        ) from error
+
+
+def lookup_jobs(dynamodb: Any, jobs_table: str, job_ids: Iterable[str]) -> dict[str, JobLookup]:
+    """job_id -> what the table says of it (absent ids included as not found); 100 keys a call."""
+    wanted = sorted(set(job_ids))
+    keys = [{"job_id": {"S": j}} for j in wanted]
     items = batch_get_with_retry(dynamodb, jobs_table, keys, projection="job_id, #s", names={"#s": "status"})
-    return {item["job_id"]["S"]: (item.get("status", {}).get("S") or None) for item in items}
+    statuses = {item["job_id"]["S"]: (item.get("status", {}).get("S") or None) for item in items}
+    return {j: JobLookup(statuses[j]) if j in statuses else JobLookup(found=False) for j in wanted}
 
 
-def overdue(instance: Instance, max_runtime: int, now: datetime) -> bool:
-    """Launched more than max runtime + 10 minutes ago (strictly)."""
-    return now - instance.launch_time > timedelta(minutes=max_runtime + GRACE_MINUTES)
+def read_jobs(aws: AwsClients, settings: FleetSettings, instances: Iterable[Instance]
+              ) -> tuple[dict[str, JobLookup], str | None]:
+    """The jobs named by these instances' job-id tags, or the error that kept them from being read."""
+    job_ids = [i.job_id for i in instances if i.job_id and i.job_id.strip()]
+    if not job_ids:
+        return {}, None
+    try:
+        return lookup_jobs(aws.dynamodb, settings.jobs_table, job_ids), None
+    except (ClientError, BotoCoreError, RuntimeError) as error:
+        return {}, error_code(error) or str(error)
+
+
+def overdue_instances(instances: Iterable[Instance], pools: PoolLimits, now: datetime
+                      ) -> tuple[list[tuple[Instance, str]], list[Kept]]:
+    """The age test: (instance, why overdue) for the overdue, and those kept because their limit is unusable."""
+    candidates: list[tuple[Instance, str]] = []
+    unusable: list[Kept] = []
+    for instance in sorted(instances, key=lambda i: i.instance_id):
+        limit, source = pools.limit_of(instance.pool)
+        if limit is None:
+            unusable.append(Kept(instance.instance_id, "uncertain", source, instance.pool))
+        elif rules.overdue(instance.launch_time, limit, now):
+            age = rules.minutes_since(instance.launch_time, now)
+            candidates.append((instance, f"running {age:.0f} min > max runtime {limit} min ({source}) + {GRACE_MINUTES}"))
+    return candidates, unusable
 
 
 def plan_orphaned_instances(
     instances: list[Instance],
-    max_runtimes: Mapping[str, int],
-    bad_pools: Mapping[str, str],
-    job_statuses: Mapping[str, str | None] | None,
+    pools: PoolLimits,
+    jobs: Mapping[str, JobLookup],
     now: datetime,
     lookup_error: str | None = None,
 ) -> SweepPlan:
-    """Apply the rule. ``job_statuses`` is None when the jobs table could not be read."""
+    """Apply the rule: every overdue candidate is in the plan, to terminate or kept with its category."""
     plan = SweepPlan(kind=KIND, found=len(instances))
-    for instance in sorted(instances, key=lambda i: i.instance_id):
-        pool = instance.pool
-        if instance.protected:
-            continue
-        if pool in bad_pools:
-            plan.kept.append((instance.instance_id, bad_pools[pool]))
-            continue
-        max_runtime = max_runtimes.get(pool, DEFAULT_MAX_RUNTIME_MINUTES) if pool else DEFAULT_MAX_RUNTIME_MINUTES
-        if not overdue(instance, max_runtime, now):
-            continue
-        age = int((now - instance.launch_time).total_seconds() // 60)
-        source = f"pool {pool}" if pool in max_runtimes else f"default, pool {pool or '(untagged)'} not in pools table"
-        reason = f"running {age} min > max runtime {max_runtime} min ({source}) + {GRACE_MINUTES}"
-        job_id = instance.job_id
-        if job_statuses is None:
-            # A missing dependency acts on nothing, tagged or not.
-            plan.kept.append((instance.instance_id, f"jobs table lookup failed ({lookup_error}): kept"))
-            continue
-        if job_id is not None:
-            if not job_id.strip():
-                plan.kept.append((instance.instance_id, f"{JOB_ID_TAG} tag is empty: cannot tell whether it is busy"))
-                continue
-            if job_id not in job_statuses:
-                reason += f"; job {job_id} not in the jobs table"
-            else:
-                status = job_statuses[job_id]
-                if status is None:
-                    plan.kept.append((instance.instance_id, f"job {job_id} record has no status: kept"))
-                    continue
-                if status not in JOB_STATUSES:
-                    # A malformed status ("RUNNING", blanks) cannot prove the job is over.
-                    plan.kept.append((instance.instance_id, f"job {job_id} record has status {status!r}, "
-                                      "not a known status: kept"))
-                    continue
-                if status == "running":
-                    continue
-                reason += f"; job {job_id} is {status}"
+    candidates, plan.kept = overdue_instances(instances, pools, now)
+    for instance, age_reason in candidates:
+        job = jobs.get(instance.job_id) if instance.job_id else None
+        decision = rules.decide_overdue_instance(instance.tags, job, lookup_error)
+        if decision.acts:
+            plan.actions.append(PlannedAction(instance.instance_id, f"{age_reason}; {decision.reason}", "terminate",
+                                              pool=instance.pool))
+            plan.targets[instance.instance_id] = instance.job_id
         else:
-            reason += "; no job assigned"
-        plan.actions.append(PlannedAction(instance.instance_id, reason, "terminate", pool=pool))
-        plan.targets[instance.instance_id] = job_id
+            plan.kept.append(Kept(instance.instance_id, decision.outcome, decision.reason, instance.pool))
     return plan
 
 
@@ -180,67 +195,65 @@ def find_and_plan(aws: AwsClients, settings: FleetSettings, now: datetime | None
     """Find managed running instances, read pools and (in batches) the jobs of the overdue ones, and plan."""
     now = now or datetime.now(timezone.utc)
     instances = find_managed_running(aws.ec2)
-    try:
-        max_runtimes, bad_pools = load_max_runtimes(aws.dynamodb, settings.pools_table)
-    except (ClientError, BotoCoreError) as error:
-        # Every instance's limit depends on the pools table: a sweep missing it acts on nothing.
-        raise RuntimeError(
-            f"pools table {settings.pools_table} could not be read ({error_code(error) or error}): acting on nothing"
-        ) from error
-    candidates = [
-        i for i in instances
-        if not i.protected and i.pool not in bad_pools
-        and overdue(i, max_runtimes.get(i.pool or "", DEFAULT_MAX_RUNTIME_MINUTES), now)
-    ]
-    job_ids = [i.job_id for i in candidates if i.job_id and i.job_id.strip()]
-    statuses: dict[str, str | None] | None = {}
-    lookup_error = None
-    if job_ids:
-        try:
-            statuses = lookup_job_statuses(aws.dynamodb, settings.jobs_table, job_ids)
-        except (ClientError, BotoCoreError, RuntimeError) as error:
-            statuses, lookup_error = None, error_code(error) or str(error)
-    return plan_orphaned_instances(instances, max_runtimes, bad_pools, statuses, now, lookup_error)
+    pools = read_pool_limits(aws.dynamodb, settings.pools_table)
+    candidates, _ = overdue_instances(instances, pools, now)
+    jobs, lookup_error = read_jobs(aws, settings, [i for i, _ in candidates if not i.protected])
+    return plan_orphaned_instances(instances, pools, jobs, now, lookup_error)
 
 
-def recheck(ec2: Any, targets: Mapping[str, str | None]) -> dict[str, str]:
-    """Describe the planned instances again; returns id -> why it must now be skipped."""
-    current = describe_instances_by_id(ec2, targets)
+def recheck(aws: AwsClients, settings: FleetSettings, targets: Mapping[str, str | None],
+            now: datetime | None = None) -> dict[str, str]:
+    """Read again everything the plan relied on and apply the rule again; returns id -> why to skip it.
+
+    Just before TerminateInstances: DescribeInstances of the targets (state, tags, launch
+    time), the pools table (a limit raised since the plan), and the jobs of every tagged target
+    (BatchGetItem, 100 a call). A job that is running now (or appeared running), unreadable
+    or malformed keeps its instance; so does a job-id tag that changed since the plan.
+    """
+    now = now or datetime.now(timezone.utc)
+    current = {i: _instance(raw) for i, raw in describe_instances_by_id(aws.ec2, targets).items()}
     changed: dict[str, str] = {}
+    live: list[Instance] = []
     for instance_id, planned_job in targets.items():
-        raw = current.get(instance_id)
-        if raw is None:
+        instance = current.get(instance_id)
+        if instance is None:
             changed[instance_id] = "no longer known to EC2"
-            continue
-        instance = _instance(raw)
-        if instance.state != "running":
+        elif instance.state != "running":
             changed[instance_id] = f"now {instance.state}"
         elif not instance.managed:
             changed[instance_id] = f"no longer tagged {MANAGED_TAG}=true"
-        elif instance.protected:
-            changed[instance_id] = f"now protected ({PROTECT_TAG}=true)"
         elif instance.job_id != planned_job:
             changed[instance_id] = f"job-id tag changed from {planned_job!r} to {instance.job_id!r} (assigned since the plan)"
+        else:
+            live.append(instance)
+    pools = read_pool_limits(aws.dynamodb, settings.pools_table)
+    jobs, lookup_error = read_jobs(aws, settings, live)
+    plan = plan_orphaned_instances(live, pools, jobs, now, lookup_error)
+    for kept in plan.kept:
+        changed[kept.resource] = f"kept ({kept.outcome}): {kept.reason}"
+    for instance in live:
+        if instance.instance_id not in plan.targets and instance.instance_id not in changed:
+            changed[instance.instance_id] = "no longer overdue (pool limit changed since the plan)"
     return changed
 
 
-def terminate(ec2: Any, plan: SweepPlan) -> ActResult:
-    """Re-check every target, then TerminateInstances up to 1000 ids a call."""
+def terminate(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+    """Re-check every target against a fresh reading of everything the rule uses, then TerminateInstances (1000 a call)."""
     result = ActResult()
     if not plan.actions:
         return result
     by_id = {a.resource: a for a in plan.actions}
     try:
-        changed = recheck(ec2, plan.targets)
-    except (ClientError, BotoCoreError) as error:
-        why = f"re-check DescribeInstances failed ({error_code(error) or error}): not terminated"
+        changed = recheck(aws, settings, plan.targets)
+    except (ClientError, BotoCoreError, RuntimeError) as error:
+        why = f"re-check failed ({error_code(error) or error}): not terminated"
         result.failed = [(a, why) for a in plan.actions]
         return result
     result.skipped = [(by_id[i], why) for i, why in sorted(changed.items())]
     go = [a for a in plan.actions if a.resource not in changed]
     for batch in chunks(go, EC2_TERMINATE_BATCH):
         try:
-            response = ec2.terminate_instances(InstanceIds=[a.resource for a in batch])
+            response = aws.ec2.terminate_instances(InstanceIds=[a.resource for a in batch])
         except (ClientError, BotoCoreError) as error:
             why = f"TerminateInstances failed ({error_code(error) or error})"
             result.failed += [(a, why) for a in batch]
@@ -267,14 +280,15 @@ def plan_orphaned_instances_op(context, aws: AwsClients, settings: FleetSettings
 def terminate_orphaned_instances(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
                                  settings: FleetSettings) -> Output:
     """Terminate the planned instances (1000 a call) after re-checking each; dry run and blast radius guard it."""
-    return guarded_act(context, plan, config, settings, aws, lambda p: terminate(aws.ec2, p),
+    return guarded_act(context, plan, config, settings, aws, lambda p: terminate(aws, settings, p),
                        "OrphanedInstancesTerminated")
 
 
 @job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_instances_sweep"})
 def orphaned_instances_sweep() -> None:
     """Terminate managed instances running past their pool's max_runtime_minutes (default 360) + 10 min,
-    unless protected (runs-fleet:protect=true) or their job is still running. Plan first; `dry_run`,
+    unless protected (runs-fleet:protect with any value but false) or their job is still running; the jobs
+    table is read again just before TerminateInstances. Plan first; `dry_run`,
     `max_actions` and `max_fraction` are set on the terminate op's config."""
     terminate_orphaned_instances(plan_orphaned_instances_op())
 

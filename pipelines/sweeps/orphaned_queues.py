@@ -21,7 +21,8 @@ from pipelines.common.requests import RequestableJob
 from pipelines.common.runner_queues import QUEUE_KINDS, archive_and_delete_runner_queues
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
 from pipelines.sweeps.params import sweep_run_config
-from pipelines.sweeps.plans import SweepPlan, guarded_act, plan_output
+from pipelines.sweeps import rules
+from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
 from pipelines.sweeps.runners import Liveness, runner_liveness
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -85,7 +86,7 @@ def find_runner_resources(
             except ValueError:
                 entry.last_activity_ms = None
             if entry.last_activity_ms is None:
-                entry.tracking_problem = f"tracking record has no usable last_activity ({raw!r})"
+                entry.tracking_problem = f"no usable last_activity ({str(raw)[:40]!r})"
     return runners
 
 
@@ -98,20 +99,30 @@ def queue_created(sqs: Any, url: str) -> datetime | None:
             return None
         raise
     # Epoch seconds; parsed as a float since stand-ins (moto) may return a fraction. A missing
-    # or garbled value raises ValueError/KeyError, which keeps the runner's queues.
+    # or garbled value raises, which keeps the runner's queues.
     return datetime.fromtimestamp(float(attributes["CreatedTimestamp"]), timezone.utc)
 
 
-def idle_for(entry: RunnerResources, now: datetime) -> timedelta | None:
-    if entry.last_activity_ms is None:
-        return None
-    return now - datetime.fromtimestamp(entry.last_activity_ms / 1000, timezone.utc)
+def read_queue_ages(sqs: Any, runners: Mapping[str, RunnerResources], liveness: Mapping[str, Liveness]
+                    ) -> dict[str, dict[str, datetime | None] | str]:
+    """For each gone runner with queues: kind -> CreatedTimestamp (None: deleted since listed), or why unknown."""
+    ages: dict[str, dict[str, datetime | None] | str] = {}
+    for runner_id, entry in runners.items():
+        state = liveness.get(runner_id)
+        if not entry.queues or state is None or state.state != "gone":
+            continue
+        try:
+            ages[runner_id] = {kind: queue_created(sqs, url) for kind, url in sorted(entry.queues.items())}
+        except (ClientError, BotoCoreError, KeyError, ValueError, OverflowError, OSError) as error:
+            ages[runner_id] = f"queue age lookup failed ({error_code(error) or repr(error)[:200]})"
+    return ages
 
 
 def plan_orphaned_queues(
-    runners: Mapping[str, RunnerResources], liveness: Mapping[str, Liveness], sqs: Any, now: datetime
+    runners: Mapping[str, RunnerResources], liveness: Mapping[str, Liveness],
+    queue_ages: Mapping[str, Mapping[str, datetime | None] | str], now: datetime,
 ) -> SweepPlan:
-    """Apply the rule; asks each gone runner's queues for their age (one GetQueueAttributes per queue)."""
+    """Apply the rule to what was found: runners, their liveness and (for the gone) their queues' ages."""
     plan = SweepPlan(kind=KIND, found=len(runners))
     for runner_id in sorted(runners):
         entry = runners[runner_id]
@@ -119,44 +130,39 @@ def plan_orphaned_queues(
         if state is None:
             continue  # not looked up: a young, active tracking-only record
         if state.state == "uncertain":
-            plan.kept.append((runner_id, state.why))
+            plan.kept.append(Kept(runner_id, "uncertain", state.why, state.pool))
             continue
         if state.state == "live":
+            plan.kept.append(Kept(runner_id, "in use", "runner is live", state.pool))
             continue
         if entry.queues:
-            young: list[str] = []
-            names: dict[str, str] = {}
-            urls: dict[str, str] = {}
-            try:
-                for kind, url in sorted(entry.queues.items()):
-                    created = queue_created(sqs, url)
-                    if created is None:
-                        continue  # deleted since it was listed
-                    if now - created <= MIN_AGE:
-                        young.append(queue_name(url))
-                    names[kind] = queue_name(url)
-                    urls[kind] = url
-            except (ClientError, BotoCoreError, KeyError, ValueError) as error:
-                plan.kept.append((runner_id, f"queue age lookup failed ({error_code(error) or repr(error)}): kept"))
+            ages = queue_ages.get(runner_id, "queue ages not looked up")
+            if isinstance(ages, str):
+                plan.kept.append(Kept(runner_id, "uncertain", ages, state.pool))
                 continue
+            names = {kind: queue_name(entry.queues[kind]) for kind, created in ages.items() if created is not None}
+            urls = {kind: entry.queues[kind] for kind in names}
+            young = [names[kind] for kind, created in ages.items() if created is not None and now - created <= MIN_AGE]
             if young:
                 continue  # a queue younger than 24 h keeps the whole set until the next run
             if names:
                 what = f"archive and delete {len(names)} queue(s)" + (" + tracking record" if entry.tracked else "")
                 plan.actions.append(PlannedAction(
-                    runner_id, f"runner gone ({state.why}); queues older than 24 h: {', '.join(sorted(names))}",
+                    runner_id, f"runner gone ({state.why}); queues older than 24 h: {', '.join(sorted(names.values()))}",
                     what, pool=state.pool,
                 ))
                 plan.targets[runner_id] = {"queues": names, "urls": urls, "tracked": entry.tracked}
                 continue
         if entry.tracked:
-            if entry.tracking_problem:
-                plan.kept.append((runner_id, entry.tracking_problem + ": kept"))
+            problem = entry.tracking_problem or rules.activity_problem(entry.last_activity_ms, now)
+            if problem:
+                plan.kept.append(Kept(runner_id, "uncertain", f"tracking record: {problem}", state.pool))
                 continue
-            idle = idle_for(entry, now)
-            if idle is not None and idle > MIN_AGE:
+            assert entry.last_activity_ms is not None  # activity_problem() said it is usable
+            if rules.idle_longer_than(entry.last_activity_ms, MIN_AGE, now):
+                idle_hours = (now.timestamp() * 1000 - entry.last_activity_ms) / 3_600_000
                 plan.actions.append(PlannedAction(
-                    runner_id, f"runner gone ({state.why}); tracking record idle {idle.total_seconds() / 3600:.1f} h, no queues",
+                    runner_id, f"runner gone ({state.why}); tracking record idle {idle_hours:.1f} h, no queues",
                     "delete tracking record", pool=state.pool,
                 ))
                 plan.targets[runner_id] = {"queues": {}, "last_activity": entry.last_activity_ms}
@@ -164,17 +170,20 @@ def plan_orphaned_queues(
 
 
 def find_and_plan(aws: AwsClients, settings: FleetSettings, now: datetime | None = None) -> SweepPlan:
-    """Find queues and tracking records, look up the runners that could be orphaned (batched), and plan."""
+    """Find queues and tracking records, look up the runners that could be orphaned (batched) and the
+    ages of gone runners' queues, and plan."""
     now = now or datetime.now(timezone.utc)
     runners = find_runner_resources(aws, settings)
     # Tracking-only records still active are not candidates: skip their liveness lookups.
     candidates = set()
     for runner_id, entry in runners.items():
-        idle = idle_for(entry, now)
-        if entry.queues or entry.tracking_problem or (idle is not None and idle > MIN_AGE):
+        problem = entry.tracking_problem or rules.activity_problem(entry.last_activity_ms, now) if entry.tracked else None
+        idle = (entry.tracked and problem is None and entry.last_activity_ms is not None
+                and rules.idle_longer_than(entry.last_activity_ms, MIN_AGE, now))
+        if entry.queues or problem or idle:
             candidates.add(runner_id)
     liveness = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, candidates)
-    return plan_orphaned_queues(runners, liveness, aws.sqs, now)
+    return plan_orphaned_queues(runners, liveness, read_queue_ages(aws.sqs, runners, liveness), now)
 
 
 def delete_orphaned(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> tuple[ActResult, dict[str, int]]:

@@ -26,9 +26,23 @@ from resources.settings import FleetSettings
 MAX_KEPT_ROWS = 200
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A candidate the sweep spared, with the category an operator filters on and why.
+
+    ``outcome``: ``protected``, ``job running`` or ``in use`` (the rule spares it), or
+    ``uncertain`` (a lookup failed or a record is malformed: uncertainty keeps it alive).
+    """
+
+    resource: str
+    outcome: str
+    reason: str
+    pool: str | None = None
+
+
 @dataclass
 class SweepPlan:
-    """A sweep's plan: what was found, what it would act on and why, what it kept because it was unsure.
+    """A sweep's plan: what was found, what it would act on and why, which candidates it spared and why.
 
     ``actions[i].resource`` is the target's id (instance id, parameter name, runner id);
     ``targets`` carries, per id, what the act step needs to re-check and act on it.
@@ -37,29 +51,42 @@ class SweepPlan:
     kind: str
     found: int
     actions: list[Any] = field(default_factory=list)  # PlannedAction
-    kept: list[tuple[str, str]] = field(default_factory=list)  # (resource, why kept)
+    kept: list[Kept] = field(default_factory=list)
     targets: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def uncertain(self) -> list[Kept]:
+        return [k for k in self.kept if k.outcome == "uncertain"]
 
-def _kept_markdown(kept: list[tuple[str, str]]) -> MetadataValue:
-    lines = [f"- {resource}: {why}" for resource, why in kept[:MAX_KEPT_ROWS]]
+
+def _kept_markdown(kept: list[Kept]) -> MetadataValue:
+    lines = [f"- {k.resource}: kept ({k.outcome}): {k.reason}" for k in kept[:MAX_KEPT_ROWS]]
     if len(kept) > MAX_KEPT_ROWS:
         lines.append(f"- … {len(kept) - MAX_KEPT_ROWS} more in the run logs")
     return MetadataValue.md("\n".join(lines) or "none")
 
 
 def plan_output(log: Any, plan: SweepPlan) -> Output:
-    """Log the plan and return it as the plan op's output, with the plan table as metadata."""
+    """Log the plan and return it as the plan op's output: every candidate with its outcome, as a table."""
     log_plan(log, plan.kind, plan.actions, plan.found)
-    for resource, why in plan.kept:
-        log.warning(f"{plan.kind}: kept {resource}: {why}")
+    outcomes = Counter(k.outcome for k in plan.kept)
+    for kept in plan.kept:
+        if kept.outcome == "in use":
+            continue  # every live runner's pieces: counted below, listed in the plan table
+        message = f"{plan.kind}: kept {kept.resource} ({kept.outcome}): {kept.reason}"
+        # Uncertainty is worth an operator's look; a protected or busy runner is the rule working.
+        (log.warning if kept.outcome == "uncertain" else log.info)(message)
+    if outcomes["in use"]:
+        log.info(f"{plan.kind}: kept {outcomes['in use']} in use (their runners are live)")
     return Output(
         plan,
         metadata={
-            "plan": plan_table(plan.actions),
+            "plan": plan_table(plan.actions, [(k.resource, f"kept: {k.outcome}", k.reason, k.pool) for k in plan.kept]),
             "found": plan.found,
             "planned": len(plan.actions),
-            "kept_because_uncertain": len(plan.kept),
+            "kept_because_uncertain": outcomes["uncertain"],
+            "kept_protected": outcomes["protected"],
+            "kept_in_use": outcomes["job running"] + outcomes["in use"],
             "kept": _kept_markdown(plan.kept),
         },
     )

@@ -9,6 +9,8 @@ the runner's resources alive.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipelines.common.aws import chunks, error_code
+from pipelines.sweeps.rules import POOL_TAG
 
 # DescribeInstances accepts up to 200 values per filter. The `instance-id` filter is used
 # instead of InstanceIds because InstanceIds fails the whole call (InvalidInstanceID.NotFound)
@@ -24,9 +27,10 @@ EC2_FILTER_VALUES = 200
 EC2_PAGE_SIZE = 1000
 ECS_DESCRIBE_BATCH = 100  # DescribeTasks accepts up to 100 task ids
 
-POOL_TAG = "runs-fleet:pool"
-
 State = Literal["live", "gone", "uncertain"]
+# Lenient on length and case (stand-ins and older formats differ), strict on characters.
+_EC2_ID = re.compile(r"i-[A-Za-z0-9]{1,64}")
+_ECS_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -127,9 +131,23 @@ def ecs_liveness(ecs: Any, cluster: str, task_ids: Iterable[str]) -> dict[str, L
     return result
 
 
+def malformed_runner_id(runner_id: str) -> str | None:
+    """Why an id (taken from a parameter or queue name) cannot be a runner's; None when it can.
+
+    Checked before any lookup: one odd id in a DescribeTasks batch of 100 would otherwise
+    fail the whole batch (InvalidParameterException) and keep 99 innocent runners' pieces.
+    """
+    pattern = _EC2_ID if is_ec2_runner(runner_id) else _ECS_TASK_ID
+    if pattern.fullmatch(runner_id):
+        return None
+    return f"runner id {runner_id[:80]!r} is not an EC2 instance id nor an ECS task id: kept"
+
+
 def runner_liveness(ec2: Any, ecs: Any, cluster: str, runner_ids: Iterable[str]) -> dict[str, Liveness]:
     """Liveness of every runner id: EC2 ids looked up 200 a call, ECS task ids 100 a call."""
     ids = set(runner_ids)
-    result = ec2_liveness(ec2, [r for r in ids if is_ec2_runner(r)])
+    result = {r: Liveness("uncertain", why) for r in ids if (why := malformed_runner_id(r))}
+    ids -= set(result)
+    result.update(ec2_liveness(ec2, [r for r in ids if is_ec2_runner(r)]))
     result.update(ecs_liveness(ecs, cluster, [r for r in ids if not is_ec2_runner(r)]))
     return result

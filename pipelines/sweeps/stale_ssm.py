@@ -19,7 +19,7 @@ from pipelines.common.aws import SSM_DELETE_BATCH, chunks, error_code
 from pipelines.common.requests import RequestableJob
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
 from pipelines.sweeps.params import minutes, sweep_run_config
-from pipelines.sweeps.plans import SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
 from pipelines.sweeps.runners import Liveness, runner_liveness
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -84,12 +84,13 @@ def plan_stale_parameters(
             continue
         state = liveness.get(parameter.runner_id)
         if state is None:
-            plan.kept.append((parameter.name, f"liveness of runner {parameter.runner_id} not looked up: kept"))
+            plan.kept.append(Kept(parameter.name, "uncertain", f"liveness of runner {parameter.runner_id} not looked up"))
             continue
         if state.state == "uncertain":
-            plan.kept.append((parameter.name, state.why))
+            plan.kept.append(Kept(parameter.name, "uncertain", state.why, state.pool))
             continue
         if state.state == "live":
+            plan.kept.append(Kept(parameter.name, "in use", f"runner {parameter.runner_id} is live", state.pool))
             continue
         reason = f"{int(age.total_seconds() // 60)} min old > {min_age_minutes}; runner {parameter.runner_id}: {state.why}"
         plan.actions.append(PlannedAction(parameter.name, reason, "delete parameter", pool=state.pool))

@@ -84,9 +84,14 @@ def test_rule_boundaries_per_pool_default_and_uncertainty(aws, settings):
     assert result.success
     plan = result.output_for_node("plan_orphaned_instances")
     assert {a.resource for a in plan.actions} == set(terminate.values())
-    kept = dict(plan.kept)
-    assert "no status" in kept[keep["record without status"]]
-    assert "empty" in kept[keep["empty job tag"]]
+    kept = {k.resource: k for k in plan.kept}
+    assert "no status" in kept[keep["record without status"]].reason
+    assert "empty" in kept[keep["empty job tag"]].reason
+    # Every overdue candidate is in the plan, spared ones with their category.
+    assert kept[keep["protected"]].outcome == "protected"
+    assert kept[keep["running job"]].outcome == "job running"
+    assert kept[keep["record without status"]].outcome == kept[keep["empty job tag"]].outcome == "uncertain"
+    assert keep["small under"] not in kept  # not overdue: not a candidate
     assert plan.found == len(keep) + len(terminate) - 1  # the unmanaged instance is not found
     after = states(aws, [*keep.values(), *terminate.values()])
     assert {after[i] for i in terminate.values()} <= {"shutting-down", "terminated"}
@@ -141,7 +146,7 @@ def test_recheck_skips_targets_that_changed_after_planning(aws, settings):
     aws.ec2.create_tags(Resources=[ids[0]], Tags=[{"Key": "runs-fleet:protect", "Value": "true"}])
     aws.ec2.create_tags(Resources=[ids[1]], Tags=[{"Key": "runs-fleet:job-id", "Value": "j-new"}])
     aws.ec2.stop_instances(InstanceIds=[ids[2]])
-    result = oi.terminate(aws.ec2, plan)
+    result = oi.terminate(aws, settings, plan)
     skipped = {a.resource: why for a, why in result.skipped}
     assert "protected" in skipped[ids[0]]
     assert "job-id tag changed" in skipped[ids[1]]
@@ -161,8 +166,8 @@ def test_jobs_table_failure_keeps_every_candidate(aws, settings):
     finally:
         remove()
     assert plan.actions == []
-    assert {r for r, _ in plan.kept} == {tagged, untagged}
-    assert all("jobs table lookup failed" in why for _, why in plan.kept)
+    assert {k.resource for k in plan.kept} == {tagged, untagged}
+    assert all("jobs table lookup failed" in k.reason and k.outcome == "uncertain" for k in plan.kept)
 
 
 def test_rerun_after_partial_failure_converges(aws, settings):
@@ -216,7 +221,7 @@ def test_protected_and_busy_instances_are_never_touched(moto_url, fleet):
             untouchable.append(instance)
     plan = oi.find_and_plan(aws, settings)
     assert not {a.resource for a in plan.actions} & set(untouchable)
-    outcome = oi.terminate(aws.ec2, plan)
+    outcome = oi.terminate(aws, settings, plan)
     assert not outcome.failed
     if untouchable:
         assert set(states(aws, untouchable).values()) == {"running"}

@@ -49,8 +49,8 @@ def test_every_list_call_pages_and_every_lookup_batches(aws, settings):
         clients = load_aws_clients()
         instances = oi.find_managed_running(clients.ec2, page_size=2)
         assert calls["DescribeInstances"] == 3 and {i.instance_id for i in instances} == set(reservations)
-        max_runtimes, _ = oi.load_max_runtimes(clients.dynamodb, settings.pools_table, page_size=1)
-        assert len(max_runtimes) == 3 and calls["Scan"] >= 3
+        pools = oi.load_pool_limits(clients.dynamodb, settings.pools_table, page_size=1)
+        assert len(pools.max_runtimes) == 3 and calls["Scan"] >= 3
 
         parameters, _ = stale_ssm.find_runner_parameters(clients.ssm, settings.ssm_prefix)
         assert len(parameters) == 25 and calls["DescribeParameters"] == 3
@@ -62,8 +62,9 @@ def test_every_list_call_pages_and_every_lookup_batches(aws, settings):
         assert len(found) == 5 and all(len(found[f"i-{n:017x}"].queues) == 3 for n in range(3))
 
         calls.clear()
-        statuses = oi.lookup_job_statuses(clients.dynamodb, settings.jobs_table, [f"job-{n}" for n in range(150)])
+        statuses = oi.lookup_jobs(clients.dynamodb, settings.jobs_table, [f"job-{n}" for n in range(150)])
         assert len(statuses) == 150 and calls["BatchGetItem"] == 2  # 100 keys a call
+        assert all(s.found and s.status == "completed" for s in statuses.values())
 
         calls.clear()
         unknown_instances = [f"i-{n:017x}" for n in range(250)]
