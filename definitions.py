@@ -1,23 +1,30 @@
 """The runs-fleet-housekeeping code location: the one ``Definitions`` object, ``defs``.
 
-Each capability under ``pipelines/`` (and its sensors) exports its own ``defs``; this file
-merges them and binds the two resources every piece uses. Loading this module validates
-the environment: a bad RUNS_FLEET_* or AWS_* value fails here, naming the variable.
+Everything is assembled here, by static imports: each capability under ``pipelines/``
+exports its ``defs`` (jobs, schedules, assets) plus the ``JOBS`` and ``REQUESTS`` that the
+housekeeping queue may start; the sensors are factories called here, so no capability
+imports a sensor and no sensor imports a capability. Loading this module validates the
+environment: a bad RUNS_FLEET_* or AWS_* value fails here, naming the variable.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from dagster import Definitions
 
+from pipelines import archival, audit, sweeps, termination
 from resources import deployment_resources, load_aws_clients, load_settings
+from sensors.housekeeping import build_housekeeping_sensor
 
-# One module per capability; each defines `defs`.
-CAPABILITIES: list[str] = ["pipelines.audit", "pipelines.archival", "pipelines.sweeps", "pipelines.termination"]
+# What the housekeeping queue may ask for (the contract's task types) and the jobs they start.
+REQUESTS = [*sweeps.REQUESTS, *archival.REQUESTS, *audit.REQUESTS]
+housekeeping_queue_sensor = build_housekeeping_sensor(REQUESTS, [*sweeps.JOBS, *archival.JOBS, *audit.JOBS])
 
 defs = Definitions.merge(
-    *(importlib.import_module(module).defs for module in CAPABILITIES),
+    audit.defs,
+    archival.defs,
+    sweeps.defs,
+    termination.defs,
+    Definitions(sensors=[housekeeping_queue_sensor]),
     # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run elsewhere.
     Definitions(resources=deployment_resources(load_aws_clients(), load_settings())),
 )

@@ -2,8 +2,8 @@
 
 A request is ``{"task_type": "...", "timestamp": "...", "params": {...}}``. Each capability
 that can be requested exports ``REQUESTS`` (a list of ``RequestableJob``) and ``JOBS`` (the job
-definitions they name; without ``JOBS`` they are looked up in its ``defs``); the module is
-listed once in ``REQUEST_MODULES`` below.
+definitions they name); ``definitions.py`` hands both to ``build_housekeeping_sensor``. This
+module imports no capability.
 
 How "delete the request only once its run was launched" works with a sensor: a sensor
 only *returns* RunRequests; the daemon launches them after the tick. So:
@@ -25,7 +25,6 @@ visibility timeout and the queue's redrive policy moves it to the DLQ after 3 re
 """
 
 
-import importlib
 import json
 import time
 import unicodedata
@@ -34,19 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import DefaultSensorStatus, RunRequest, RunsFilter, SensorResult, SkipReason, sensor
+from dagster import DefaultSensorStatus, RunRequest, RunsFilter, SensorDefinition, SensorResult, SkipReason, sensor
 
 from pipelines.common.aws import SQS_BATCH, chunks, error_code, queue_url
 from pipelines.common.requests import BadParams, RequestableJob
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
-
-# One line per capability that can be requested: the module exports REQUESTS and JOBS.
-REQUEST_MODULES: list[str] = [
-    "pipelines.sweeps",  # orphaned_instances, stale_ssm, orphaned_queues
-    "pipelines.archival",  # old_jobs
-    "pipelines.audit",  # pool_audit, queue_health
-]
 
 RUN_KEY_TAG = "dagster/run_key"
 RUN_KEY_PREFIX = "housekeeping-"
@@ -56,31 +48,20 @@ HOLD_SECONDS = 300  # receive visibility: the daemon launches within a tick or t
 RECEIVE_ROUNDS = 5  # up to 50 requests a tick; the rest wait for the next tick
 
 
-def collect(modules: Iterable[str]) -> tuple[dict[str, RequestableJob], list[Any]]:
-    """The task registry (task_type -> RequestableJob) and every job it can target, from ``modules``.
-
-    Fails at load, naming the module, when a task type is registered twice or names a job
-    its module does not export: such a mistake should stop the code location loading, not
-    surface as a request that can never run.
-    """
+def build_registry(requests: Iterable[RequestableJob], jobs: Iterable[Any]) -> dict[str, RequestableJob]:
+    """task_type -> RequestableJob, checked: fails at load when a task type is registered twice or
+    names a job not handed in, so such a mistake stops the code location loading instead of
+    surfacing as a request that can never run."""
+    job_names = {job.name for job in jobs}
     registry: dict[str, RequestableJob] = {}
-    jobs: dict[str, Any] = {}
-    for path in modules:
-        module = importlib.import_module(path)
-        module_jobs = {job.name: job for job in getattr(module, "JOBS", None) or module.defs.jobs}
-        for request in module.REQUESTS:
-            if request.task_type in registry:
-                raise ValueError(f"{path}: task_type {request.task_type!r} is already registered")
-            if request.job_name not in module_jobs:
-                raise ValueError(
-                    f"{path}: task_type {request.task_type!r} names job {request.job_name!r}, not in its JOBS"
-                )
-            registry[request.task_type] = request
-            jobs[request.job_name] = module_jobs[request.job_name]
-    return registry, list(jobs.values())
-
-
-REGISTRY, TARGET_JOBS = collect(REQUEST_MODULES)
+    for request in requests:
+        if request.task_type in registry:
+            raise ValueError(f"housekeeping: task_type {request.task_type!r} is registered twice")
+        if request.job_name not in job_names:
+            raise ValueError(f"housekeeping: task_type {request.task_type!r} names job {request.job_name!r}, "
+                             "which is not among the jobs handed to the sensor")
+        registry[request.task_type] = request
+    return registry
 
 
 def run_key(message_id: str) -> str:
@@ -188,9 +169,8 @@ def load_cursor(raw: str | None, log: Any) -> dict[str, dict[str, Any]]:
 
 
 def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
-             registry: Mapping[str, RequestableJob] | None = None, now: float | None = None) -> SensorResult | SkipReason:
+             registry: Mapping[str, RequestableJob], now: float | None = None) -> SensorResult | SkipReason:
     """One tick: settle launched requests, receive new ones, turn the valid ones into RunRequests."""
-    registry = REGISTRY if registry is None else registry
     log = context.log
     now = time.time() if now is None else now
     pending = load_cursor(context.cursor, log)
@@ -265,16 +245,24 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
     return SensorResult(skip_reason=SkipReason(reason), cursor=cursor)
 
 
-@sensor(
-    name="housekeeping_queue_sensor",
-    minimum_interval_seconds=30,
-    jobs=TARGET_JOBS,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Every 30 s: each request on the housekeeping queue starts the named job (params become its run "
-    "config); a request is deleted only once its run was launched, a bad one is left for the DLQ.",
-)
-def housekeeping_queue_sensor(context, aws: AwsClients, settings: FleetSettings) -> Any:
-    """Every 30 s: each request on the housekeeping queue ({"task_type", "params"}) starts the named job
-    (params → run config). A request is deleted only once its run was launched; an unknown task_type or
-    bad params is logged and left for the DLQ redrive."""
-    return evaluate(context, aws, settings)
+def build_housekeeping_sensor(requests: Sequence[RequestableJob], jobs: Sequence[Any]) -> SensorDefinition:
+    """The housekeeping queue sensor for these requestable tasks and the jobs they start."""
+    registry = build_registry(requests, jobs)
+    targets = [job for job in jobs if job.name in {r.job_name for r in registry.values()}]
+
+    @sensor(
+        name="housekeeping_queue_sensor",
+        minimum_interval_seconds=30,
+        jobs=targets,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Every 30 s: each request on the housekeeping queue starts the named job (params become its "
+        f"run config; task types: {', '.join(sorted(registry))}); a request is deleted only once its run was "
+        "launched, a bad one is left for the DLQ.",
+    )
+    def housekeeping_queue_sensor(context, aws: AwsClients, settings: FleetSettings) -> Any:
+        """Every 30 s: each request on the housekeeping queue ({"task_type", "params"}) starts the named job
+        (params → run config). A request is deleted only once its run was launched; an unknown task_type or
+        bad params is logged and left for the DLQ redrive."""
+        return evaluate(context, aws, settings, registry)
+
+    return housekeeping_queue_sensor

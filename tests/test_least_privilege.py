@@ -42,7 +42,8 @@ from resources.settings import FleetSettings
 from sandbox.backdate import backdate_parameters
 from sandbox.deploy import TEMPLATE_PATH
 from sandbox.seed import FleetSpec, PoolSpec, SeededFleet, seed_fleet
-from sensors.housekeeping import RUN_KEY_TAG, TARGET_JOBS, housekeeping_queue_sensor
+from definitions import housekeeping_queue_sensor
+from sensors.housekeeping import RUN_KEY_TAG
 from sensors.termination import termination_queue_sensor
 from tests.iam_support import (
     CallRecorder, iam_action, iam_enforced, make_principal, moto_enforceable, policy_actions, policy_document,
@@ -196,7 +197,7 @@ def _housekeeping(world: World, aws: AwsClients) -> Outcome:
     if not first.success or not isinstance(first.value, SensorResult) or not first.value.run_requests:
         return Outcome(False, first.text, first.value)
     (request,) = first.value.run_requests
-    job = {j.name: j for j in TARGET_JOBS}[request.job_name]
+    job = {j.name: j for j in housekeeping_queue_sensor.jobs}[request.job_name]
     launched = job.execute_in_process(
         run_config=request.run_config, instance=world.instance, resources={"aws": aws, "settings": world.settings},
         tags={**request.tags, RUN_KEY_TAG: request.run_key}, raise_on_error=False,

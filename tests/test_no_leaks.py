@@ -28,7 +28,8 @@ from pipelines.common.aws import queue_url
 from resources.aws import AwsClients
 from sandbox.backdate import backdate_parameters
 from sandbox.seed import FleetSpec, PoolSpec, seed_fleet
-from sensors.housekeeping import RUN_KEY_TAG, housekeeping_queue_sensor
+from definitions import housekeeping_queue_sensor
+from sensors.housekeeping import RUN_KEY_TAG
 from sensors.termination import termination_queue_sensor
 
 SECRET = "canary-secret-7f3a"

@@ -10,10 +10,12 @@ from dagster import Definitions
 from pipelines.archival.jobs import archive_old_jobs, archive_old_jobs_daily, job_archive, restore_archived_jobs
 from pipelines.archival.requests import REQUESTS
 
+JOBS = [archive_old_jobs, restore_archived_jobs]
+
 defs = Definitions(
-    jobs=[archive_old_jobs, restore_archived_jobs],
+    jobs=JOBS,
     schedules=[archive_old_jobs_daily],
     assets=[job_archive],
 )
 
-__all__ = ["REQUESTS", "defs"]
+__all__ = ["JOBS", "REQUESTS", "defs"]

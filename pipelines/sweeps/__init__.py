@@ -7,8 +7,6 @@ destructive schedule on). ``REQUESTS`` lets ``housekeeping_queue_sensor`` start 
 
 from __future__ import annotations
 
-from typing import Any
-
 from dagster import Definitions
 
 from pipelines.common.requests import RequestableJob
@@ -22,18 +20,4 @@ SCHEDULES = [
 ]
 REQUESTS: list[RequestableJob] = [orphaned_instances.REQUEST, stale_ssm.REQUEST, orphaned_queues.REQUEST]
 
-_defs: Definitions | None = None
-
-
-def __getattr__(name: str) -> Any:
-    # `defs` is built on first access (PEP 562) because the housekeeping sensor it exports
-    # imports this package for REQUESTS and JOBS: building it at import time would make the
-    # import order of sensors.housekeeping and pipelines.sweeps matter.
-    global _defs
-    if name == "defs":
-        if _defs is None:
-            from sensors.housekeeping import housekeeping_queue_sensor
-
-            _defs = Definitions(jobs=JOBS, schedules=SCHEDULES, sensors=[housekeeping_queue_sensor])
-        return _defs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+defs = Definitions(jobs=JOBS, schedules=SCHEDULES)

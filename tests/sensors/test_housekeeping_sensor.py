@@ -9,9 +9,11 @@ from dagster import build_sensor_context, instance_for_test, validate_run_config
 
 from pipelines.common.aws import queue_url
 from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm
-from sensors.housekeeping import REGISTRY, RUN_KEY_TAG, TARGET_JOBS, housekeeping_queue_sensor, run_key
+from definitions import REQUESTS, housekeeping_queue_sensor
+from sensors.housekeeping import RUN_KEY_TAG, run_key
 
-JOBS = {job.name: job for job in TARGET_JOBS}
+JOBS = {job.name: job for job in housekeeping_queue_sensor.jobs}
+REGISTRY = {request.task_type: request for request in REQUESTS}
 
 
 @pytest.fixture()
@@ -142,3 +144,14 @@ def test_old_jobs_request_becomes_a_partitioned_run_and_a_bad_date_is_rejected(a
     assert validate_run_config(JOBS["archive_old_jobs"], request.run_config)
     assert f"rejected message_id={bad}" in capsys.readouterr().err
     assert depth(aws, settings) == (0, 2)
+
+
+def test_the_factory_refuses_a_task_registered_twice_or_naming_a_job_not_handed_in():
+    import pytest
+
+    from sensors.housekeeping import build_housekeeping_sensor
+
+    with pytest.raises(ValueError, match="registered twice"):
+        build_housekeeping_sensor([REQUESTS[0], REQUESTS[0]], list(JOBS.values()))
+    with pytest.raises(ValueError, match="not among the jobs"):
+        build_housekeeping_sensor(REQUESTS, [])
