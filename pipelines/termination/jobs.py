@@ -51,11 +51,12 @@ def drain_termination_queue(
 ) -> Output[dict[str, int]]:
     """Receive termination messages 10 a call, act on them in work batches, and process each at least once.
 
-    Per message: validate; mark its job done with a conditional update from `running`
-    (a repeat is success, an unknown job a warning); delete the runner's SSM parameter;
-    archive then delete its three queues and tracking record; publish JobDuration and
-    JobSuccess/JobFailure by pool; only then delete the message. A message that fails stays
-    in the queue and reaches the DLQ after 3 receives.
+    Per message: validate; mark its job done with a conditional update from `running` (or
+    from `interrupted` set by the stuck jobs sweep; a repeat is success, an unknown job a
+    warning); delete the runner's SSM parameter; archive then delete its three queues and
+    tracking record; publish JobDuration and JobSuccess/JobFailure by pool once per job
+    completion; only then delete the message. A message that fails stays in the queue and
+    reaches the DLQ after 3 receives.
     """
     started = time.monotonic()
     options = DrainOptions(
@@ -80,6 +81,7 @@ def _summary(report: DrainReport) -> dict[str, int]:
         "failed": report.failed, "messages_deleted": report.messages_deleted,
         "messages_archived": report.messages_archived, "queues_deleted": report.queues_deleted,
         "parameters_deleted": report.parameters_deleted, "metrics_published": report.metrics_published,
+        "jobs_metrics_published": report.jobs_metrics_published, "metrics_caught_up": report.metrics_caught_up,
     }
 
 
@@ -96,6 +98,7 @@ def _metadata(report: DrainReport, elapsed: float) -> dict[str, Any]:
         **{k: MetadataValue.int(v) for k, v in _summary(report).items()},
         "delete_failures": MetadataValue.int(report.delete_failures),
         "metric_failures": MetadataValue.int(report.metric_failures),
+        "metric_flag_failures": MetadataValue.int(report.metric_flag_failures),
         "visibility_extensions": MetadataValue.int(report.visibility_extensions),
         "failed_reasons": MetadataValue.md("| reason | messages |\n|---|---|\n" + reasons if reasons else "none"),
         "failed_messages": MetadataValue.md(failures or "none"),
