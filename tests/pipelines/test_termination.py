@@ -85,7 +85,7 @@ def run(aws, settings, *, job=process_terminations, op=OP, **config):
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     metadata = {}
     for event in result.all_node_events:
-        if event.is_successful_output:
+        if event.is_successful_output and event.node_name == op:
             metadata = {k: v.value for k, v in event.event_specific_data.metadata.items()}
     return result.output_for_node(op), metadata
 
