@@ -151,9 +151,12 @@ def test_malformed_terminations_reach_the_dlq_through_the_redrive(aws, settings,
     for round_ in range(6):
         tick = termination_queue_sensor(build_sensor_context(instance=instance, resources=resources))
         assert isinstance(tick, (RunRequest, SkipReason))  # never raises, whatever the queue holds
-        result = job.execute_in_process(run_config=run_config, instance=instance, resources=resources)
-        assert result.success
-        summaries.append(result.output_for_node("drain_termination_queue"))
+        result = job.execute_in_process(run_config=run_config, instance=instance, resources=resources,
+                                        raise_on_error=False)
+        summary = result.output_for_node("drain_termination_queue")
+        # A run fails exactly when a message fails on its last receive (the redrive takes it to the DLQ).
+        assert result.success == (summary["outcome"] != "dlq"), summary
+        summaries.append(summary)
         if depth(aws, dlq_url)[0] == len(bad_ids) and depth(aws, url) == (0, 0):
             break
         time.sleep(1.2)  # past the 1 s visibility timeout: the bad messages come back
@@ -166,6 +169,9 @@ def test_malformed_terminations_reach_the_dlq_through_the_redrive(aws, settings,
     assert first["processed"] == 1 and first["ignored"] == 1 and first["messages_deleted"] == 2  # ...the rest not
     # Three receives each (the runs that saw them), never deleted by the job; the 4th receive redrives.
     assert [s["failed"] for s in summaries[:3]] == [len(bad_ids)] * 3
+    # Left for a retry twice (partial, the run succeeds), then on their last receive (the run fails).
+    assert [s["outcome"] for s in summaries[:3]] == ["partial", "partial", "dlq"]
+    assert summaries[2]["messages_to_dlq"] == len(bad_ids)
     assert all(s["messages_deleted"] == 0 for s in summaries[1:])
     in_dlq = drain_all(aws, dlq_url)
     assert set(in_dlq) == set(bad_ids), {bad_ids.get(m, m) for m in set(in_dlq) ^ set(bad_ids)}

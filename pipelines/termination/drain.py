@@ -9,7 +9,9 @@ for each work batch:
 2. marks each agent message's job done with a conditional update (in parallel);
 3. cleans up every runner of the batch: SSM parameters (DeleteParameters, 10 a call),
    queues archived and deleted (in parallel), tracking records (read 100, deleted 25 a call);
-4. publishes the batch's ``JobDuration`` and ``JobSuccess`` / ``JobFailure`` metrics in one call;
+4. publishes ``JobDuration`` and ``JobSuccess`` / ``JobFailure`` in one call for every job
+   whose completion has no published metrics yet (marked now, or marked by an earlier
+   attempt that did not get this far), then records that on each job record;
 5. deletes the messages that are fully handled, 10 per DeleteMessageBatch.
 
 A background thread keeps the visibility of messages still being worked on extended, so a
@@ -19,6 +21,7 @@ slow batch is not delivered twice. Anything that fails leaves its message in the
 from __future__ import annotations
 
 import logging
+import json
 import threading
 import time
 from collections import Counter
@@ -29,7 +32,7 @@ from typing import Any
 
 from pipelines.common.aws import SQS_BATCH, Metric, chunks, put_metrics, queue_url
 from pipelines.termination.cleanup import RunnerCleanup, describe_error, clean_up_runners
-from pipelines.termination.jobs_table import JobUpdate, mark_job_done
+from pipelines.termination.jobs_table import JobUpdate, mark_job_done, mark_metrics_published
 from pipelines.termination.messages import Ignored, Invalid, Termination, parse_message
 from resources.settings import FleetSettings
 
@@ -50,7 +53,7 @@ class DrainOptions:
 
 
 @dataclass(frozen=True)
-class Failure:
+class MessageFailure:
     """A message left in the queue, and why (safe to log: ids only, never the body)."""
 
     message_id: str
@@ -71,20 +74,26 @@ class DrainReport:
     not_running: int = 0  # the job exists but is neither running nor finished (e.g. queued)
     ignored: int = 0
     failed: int = 0
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[MessageFailure] = field(default_factory=list)
     failure_reasons: Counter[str] = field(default_factory=Counter)
+    failed_by_receive: Counter[int | None] = field(default_factory=Counter)  # every failure, by its receive count
+    max_receives: int | None = None  # the termination queue's maxReceiveCount, read when something failed
     messages_deleted: int = 0
     delete_failures: int = 0
     messages_archived: int = 0
     queues_deleted: int = 0
     parameters_deleted: int = 0
-    metrics_published: int = 0
+    metrics_published: int = 0  # data points
+    jobs_metrics_published: int = 0
+    metrics_caught_up: int = 0  # jobs marked by an earlier attempt whose metrics this run published
     metric_failures: int = 0
+    metric_flag_failures: int = 0  # published, but not recorded on the job record (may publish once more)
     visibility_extensions: int = 0
     batches: int = 0
 
-    def fail(self, failure: Failure) -> None:
+    def fail(self, failure: MessageFailure) -> None:
         self.failed += 1
+        self.failed_by_receive[failure.receive_count] += 1
         # Group reasons by their first clause so the table stays short however many fail.
         self.failure_reasons[failure.reason.split(":", 1)[0]] += 1
         if len(self.failures) < MAX_REPORTED_FAILURES:
@@ -200,7 +209,6 @@ def drain_terminations(
     """
     report = DrainReport()
     url = queue_url(aws.sqs, settings.termination_queue)
-    metrics: list[Metric] = []
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="termination") as executor, \
             VisibilityKeeper(aws.sqs, url, options.visibility_timeout, log) as keeper:
         drained = False
@@ -229,15 +237,30 @@ def drain_terminations(
                     break
                 report.batches += 1
                 messages = [_read(m, settings) for m in raw]
-                done = _process_batch(aws, settings, messages, report, metrics, executor, options, log)
-                _publish_metrics(aws, settings, metrics, report, log)
+                done = _process_batch(aws, settings, messages, report, executor, options, log)
                 _delete(aws.sqs, url, done, report, log)
             finally:
                 keeper.release(handles)
         report.visibility_extensions = keeper.extensions
     for error in keeper.errors[:20]:
         log.warning(f"visibility extension: {error}")
+    if report.failed:
+        report.max_receives = max_receive_count(aws.sqs, url, log)
     return report
+
+
+def max_receive_count(sqs: Any, url: str, log: Any = logger) -> int | None:
+    """The queue's redrive ``maxReceiveCount`` (after that many receives SQS moves a message to the DLQ).
+
+    None when the queue has no redrive policy or it cannot be read: the run cannot tell
+    which failed messages are on their last receive, so it treats them all as if they were.
+    """
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        return int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"])
+    except Exception as error:  # uncertainty: the outcome then says "to the DLQ", the louder answer
+        log.warning(f"could not read the termination queue's redrive policy: {describe_error(error)}")
+        return None
 
 
 def _read(message: dict[str, Any], settings: FleetSettings) -> _Message:
@@ -256,7 +279,7 @@ def _read(message: dict[str, Any], settings: FleetSettings) -> _Message:
 
 
 def _process_batch(
-    aws: Any, settings: FleetSettings, messages: list[_Message], report: DrainReport, metrics: list[Metric],
+    aws: Any, settings: FleetSettings, messages: list[_Message], report: DrainReport,
     executor: ThreadPoolExecutor, options: DrainOptions, log: Any,
 ) -> list[_Message]:
     """Act on one batch; returns the messages that are fully handled (safe to delete)."""
@@ -299,10 +322,12 @@ def _process_batch(
         if cleanup.error:
             m.error = f"runner cleanup incomplete: {cleanup.error}"
 
+    _publish_job_metrics(aws, settings, messages, report, executor, log)
+
     done: list[_Message] = []
     for m in messages:
         if m.error:
-            failure = Failure(
+            failure = MessageFailure(
                 message_id=m.message_id, reason=m.error, receive_count=m.receive_count,
                 runner_id=getattr(m.parsed, "runner_id", None), job_id=getattr(m.parsed, "job_id", None),
             )
@@ -321,42 +346,79 @@ def _process_batch(
         outcome = m.job.outcome
         if outcome == "marked_done":
             report.processed += 1
-            metrics.extend(_job_metrics(m.parsed, m.job))
             log.info(f"job marked {m.parsed.status} {m.ids} pool={m.job.pool}; runner cleaned up")
         elif outcome == "already_done":
             report.already_done += 1
-            log.info(f"job already {m.job.previous_status} {m.ids}: a repeat; runner cleaned up")
+            caught_up = "; its metrics published now (an earlier attempt did not)" if m.job.metrics_due else ""
+            log.info(f"job already {m.job.previous_status} {m.ids}: a repeat; runner cleaned up{caught_up}")
         elif outcome == "unknown_job":
             report.unknown_job += 1
-            log.warning(f"job not in {settings.jobs_table} {m.ids}; runner cleaned up anyway")
+            # No record: no pool, and nowhere to remember a publication (a redelivery would count
+            # the job again; a job archived and deleted was counted when it finished). No metrics.
+            log.warning(f"job not in {settings.jobs_table} {m.ids}; runner cleaned up anyway, no job metrics")
         else:
             report.not_running += 1
             log.warning(f"job is {m.job.previous_status}, not running {m.ids}: left as is; runner cleaned up")
     return done
 
 
-def _job_metrics(termination: Termination, job: JobUpdate) -> list[Metric]:
-    out = [Metric("JobSuccess" if termination.succeeded else "JobFailure", 1, "Count", job.pool)]
+def job_metrics(job: JobUpdate) -> list[Metric]:
+    """A finished job's metrics: JobSuccess (completed) or JobFailure (any other end), and JobDuration when known."""
+    out = [Metric("JobSuccess" if job.status == "completed" else "JobFailure", 1, "Count", job.pool)]
     if job.duration_seconds is not None:
         out.append(Metric("JobDuration", job.duration_seconds, "Seconds", job.pool))
     return out
 
 
-def _publish_metrics(aws: Any, settings: FleetSettings, metrics: list[Metric], report: DrainReport, log: Any) -> None:
-    """Publish the batch's metrics before its messages are deleted.
+def _publish_job_metrics(
+    aws: Any, settings: FleetSettings, messages: list[_Message], report: DrainReport,
+    executor: ThreadPoolExecutor, log: Any,
+) -> None:
+    """Publish the metrics of every completion in the batch that has none published, then record them.
 
-    A failure is logged and counted but does not hold the messages back: the jobs are
-    already marked done, so a redelivery would find them done and could not publish again.
+    Before any message is deleted, and whether or not the runner's cleanup finished: the job
+    has ended either way, and the record's flag keeps a retry of a message whose cleanup
+    failed from publishing twice. One datum set per completion, however many messages of the
+    batch name it. A failed PutMetricData keeps every message it covered in the queue (their
+    retry finds the flag missing and publishes); a failed flag update does not (the metrics
+    are out; a redelivery may publish them once more: at least once).
     """
-    if not metrics:
+    due: dict[tuple[str, str], list[_Message]] = {}
+    for m in messages:
+        if m.job is not None and m.job.metrics_due and m.job.status and m.job.completed_at:
+            due.setdefault((m.job.job_id, m.job.completed_at), []).append(m)
+    if not due:
         return
+    metrics = [metric for group in due.values() for metric in job_metrics(group[0].job)]  # type: ignore[arg-type]
     try:
         put_metrics(aws.cloudwatch, settings.metrics_namespace, metrics)
-        report.metrics_published += len(metrics)
     except Exception as error:
         report.metric_failures += len(metrics)
-        log.error(f"{len(metrics)} job metric(s) not published: {describe_error(error)}")
-    metrics.clear()
+        log.error(f"{len(metrics)} job metric(s) of {len(due)} job(s) not published, their messages stay: "
+                  f"{describe_error(error)}")
+        for group in due.values():
+            for m in group:
+                m.error = m.error or f"metrics not published: {describe_error(error)}"
+        return
+    report.metrics_published += len(metrics)
+    report.jobs_metrics_published += len(due)
+    report.metrics_caught_up += sum(1 for group in due.values() if group[0].job.outcome == "already_done")  # type: ignore[union-attr]
+
+    def remember(group: list[_Message]) -> str | None:
+        job = group[0].job
+        assert job is not None and job.status and job.completed_at
+        try:
+            mark_metrics_published(aws.dynamodb, settings.jobs_table, job.job_id, status=job.status,
+                                   completed_at=job.completed_at)
+            return None
+        except Exception as error:
+            return f"{group[0].ids}: {describe_error(error)}"
+
+    for problem in executor.map(remember, due.values()):
+        if problem:
+            report.metric_flag_failures += 1
+            log.warning(f"metrics published but not recorded on the job record {problem}; "
+                        "a redelivery may publish them once more")
 
 
 def _delete(sqs: Any, url: str, done: list[_Message], report: DrainReport, log: Any) -> None:

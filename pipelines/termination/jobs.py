@@ -8,11 +8,12 @@ and ``redrive.redrive_dlq``, which hold the rules.
 import time
 from typing import Any
 
-from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
 from pipelines.common.safety import is_dry_run
 from pipelines.termination.drain import DrainOptions, DrainReport, drain_terminations
+from pipelines.termination.outcome import DrainOutcome, drain_outcome, on_last_receive
 from pipelines.termination.redrive import redrive_dlq
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -22,6 +23,10 @@ from resources.settings import FleetSettings
 # launched it (the sensor, the UI, the CLI): at most one drain, at most one replay.
 EXCLUSIVE_TAG = "runs-fleet/exclusive"
 CAPABILITY_TAGS = {"runs-fleet/capability": "termination"}
+# A drain whose messages go to the DLQ fails (report_drain_outcome); re-running it would not
+# help — SQS already redelivers what can be retried — so Dagster must never retry it for an
+# op failure, whatever the instance's run_retries default says. A crashed run is still retried.
+NO_RETRY_ON_OP_FAILURE = {"dagster/retry_on_asset_or_op_failure": "false"}
 
 
 class ProcessTerminationsConfig(Config):
@@ -48,14 +53,15 @@ class ProcessTerminationsConfig(Config):
 @op(description="Drain the termination queue: mark jobs done, clean up runners, publish metrics, then delete.")
 def drain_termination_queue(
     context: OpExecutionContext, config: ProcessTerminationsConfig, aws: AwsClients, settings: FleetSettings
-) -> Output[dict[str, int]]:
+) -> Output[dict[str, Any]]:
     """Receive termination messages 10 a call, act on them in work batches, and process each at least once.
 
-    Per message: validate; mark its job done with a conditional update from `running`
-    (a repeat is success, an unknown job a warning); delete the runner's SSM parameter;
-    archive then delete its three queues and tracking record; publish JobDuration and
-    JobSuccess/JobFailure by pool; only then delete the message. A message that fails stays
-    in the queue and reaches the DLQ after 3 receives.
+    Per message: validate; mark its job done with a conditional update from `running` (or
+    from `interrupted` set by the stuck jobs sweep; a repeat is success, an unknown job a
+    warning); delete the runner's SSM parameter; archive then delete its three queues and
+    tracking record; publish JobDuration and JobSuccess/JobFailure by pool once per job
+    completion; only then delete the message. A message that fails stays in the queue and
+    reaches the DLQ after 3 receives. Tags the run runs-fleet/outcome=ok|partial|dlq.
     """
     started = time.monotonic()
     options = DrainOptions(
@@ -69,8 +75,72 @@ def drain_termination_queue(
         f"drained {report.received} message(s) in {elapsed:.1f}s: {report.processed} processed, "
         f"{report.already_done} already done, {report.unknown_job} unknown job, {report.failed} failed"
     )
-    summary = _summary(report)
-    return Output(summary, metadata=_metadata(report, elapsed))
+    outcome = drain_outcome(report.failed_by_receive, max_receives=report.max_receives,
+                            deleted=report.messages_deleted)
+    # On the run itself, so the Runs list shows a drain that left messages behind without a click.
+    context.instance.add_run_tags(context.run_id, outcome.tags())
+    summary: dict[str, Any] = {
+        **_summary(report), "outcome": outcome.name, "messages_to_dlq": outcome.to_dlq,
+        "last_receive": _last_receive(report),
+    }
+    return Output(summary, metadata={**_metadata(report, elapsed), "outcome": MetadataValue.text(outcome.name),
+                                     "messages_to_dlq": MetadataValue.int(outcome.to_dlq)})
+
+
+def _last_receive(report: DrainReport) -> list[dict[str, Any]]:
+    """The reported failures that go to the DLQ now: ids, receive count and reason (never a body)."""
+    return [
+        {"message_id": f.message_id, "runner_id": f.runner_id, "job_id": f.job_id, "receive_count": f.receive_count,
+         "reason": f.reason}
+        for f in report.failures if on_last_receive(f.receive_count, report.max_receives)
+    ]
+
+
+@op(description="Fail the run when a message goes to the DLQ; warn when messages were left for a retry.")
+def report_drain_outcome(context: OpExecutionContext, drained: dict[str, Any]) -> None:
+    """Turn the drain's outcome into what the run page shows, after the drain deleted everything it finished.
+
+    `ok`: nothing to say. `partial`: messages were left in the queue and SQS delivers them
+    again; a warning, the run succeeds. `dlq`: a message failed on its last receive and the
+    queue's redrive moves it to the DLQ, where nothing retries it: the run fails (without a
+    Dagster retry) naming the message ids and reasons, so an operator fixes the cause and
+    replays it with redrive_termination_dlq.
+    """
+    outcome = DrainOutcome(name=drained["outcome"], failed=drained["failed"], to_dlq=drained["messages_to_dlq"],
+                           deleted=drained["messages_deleted"])
+    if outcome.name == "ok":
+        context.log.info(f"drain complete: {outcome.deleted} message(s) handled and deleted, none left behind")
+        return
+    if outcome.name == "partial":
+        context.log.warning(
+            f"drain partial: {outcome.failed} message(s) left in the queue for a retry (SQS delivers them again "
+            f"after their visibility timeout); {outcome.deleted} handled and deleted. See failed_messages."
+        )
+        return
+    listed = drained["last_receive"]
+    rows = "\n".join(
+        f"| {m['message_id']} | {m['runner_id'] or '-'} | {m['job_id'] or '-'} | {m['receive_count'] or '?'} "
+        f"| {_cell(m['reason'])} |"
+        for m in listed
+    )
+    if outcome.to_dlq > len(listed):
+        rows += f"\n| … {outcome.to_dlq - len(listed)} more in the run logs | | | | |"
+    raise Failure(
+        description=(
+            f"{outcome.to_dlq} termination message(s) failed on their last receive and go to the DLQ "
+            f"({outcome.failed} left in the queue in all; {outcome.deleted} handled messages were deleted). "
+            "Fix the cause, then replay them with redrive_termination_dlq."
+        ),
+        metadata={
+            "outcome": MetadataValue.text(outcome.name),
+            "messages_to_dlq": MetadataValue.int(outcome.to_dlq),
+            "messages_failed": MetadataValue.int(outcome.failed),
+            "messages_deleted": MetadataValue.int(outcome.deleted),
+            "dlq_messages": MetadataValue.md(
+                "| message_id | runner_id | job_id | receive | reason |\n|---|---|---|---|---|\n" + rows),
+        },
+        allow_retries=False,
+    )
 
 
 def _summary(report: DrainReport) -> dict[str, int]:
@@ -80,6 +150,7 @@ def _summary(report: DrainReport) -> dict[str, int]:
         "failed": report.failed, "messages_deleted": report.messages_deleted,
         "messages_archived": report.messages_archived, "queues_deleted": report.queues_deleted,
         "parameters_deleted": report.parameters_deleted, "metrics_published": report.metrics_published,
+        "jobs_metrics_published": report.jobs_metrics_published, "metrics_caught_up": report.metrics_caught_up,
     }
 
 
@@ -96,6 +167,7 @@ def _metadata(report: DrainReport, elapsed: float) -> dict[str, Any]:
         **{k: MetadataValue.int(v) for k, v in _summary(report).items()},
         "delete_failures": MetadataValue.int(report.delete_failures),
         "metric_failures": MetadataValue.int(report.metric_failures),
+        "metric_flag_failures": MetadataValue.int(report.metric_flag_failures),
         "visibility_extensions": MetadataValue.int(report.visibility_extensions),
         "failed_reasons": MetadataValue.md("| reason | messages |\n|---|---|\n" + reasons if reasons else "none"),
         "failed_messages": MetadataValue.md(failures or "none"),
@@ -110,11 +182,11 @@ def _cell(text: str) -> str:
 
 @job(
     description="Process runner terminations from the termination FIFO queue (woken by termination_queue_sensor).",
-    tags={EXCLUSIVE_TAG: "process_terminations", **CAPABILITY_TAGS},
+    tags={EXCLUSIVE_TAG: "process_terminations", **CAPABILITY_TAGS, **NO_RETRY_ON_OP_FAILURE},
 )
 def process_terminations() -> None:
     """Drain the termination queue: at least once, nothing lost; at most one run at a time."""
-    drain_termination_queue()
+    report_drain_outcome(drain_termination_queue())
 
 
 class RedriveConfig(Config):
