@@ -14,17 +14,19 @@ from dagster import Definitions
 from pipelines import archival, audit, sweeps, termination
 from resources import deployment_resources, load_aws_clients, load_settings
 from sensors.housekeeping import build_housekeeping_sensor
+from sensors.termination import build_termination_sensor
 
 # What the housekeeping queue may ask for (the contract's task types) and the jobs they start.
 REQUESTS = [*sweeps.REQUESTS, *archival.REQUESTS, *audit.REQUESTS]
 housekeeping_queue_sensor = build_housekeeping_sensor(REQUESTS, [*sweeps.JOBS, *archival.JOBS, *audit.JOBS])
+termination_queue_sensor = build_termination_sensor(termination.process_terminations)
 
 defs = Definitions.merge(
     audit.defs,
     archival.defs,
     sweeps.defs,
     termination.defs,
-    Definitions(sensors=[housekeeping_queue_sensor]),
+    Definitions(sensors=[housekeeping_queue_sensor, termination_queue_sensor]),
     # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run elsewhere.
     Definitions(resources=deployment_resources(load_aws_clients(), load_settings())),
 )

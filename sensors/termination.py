@@ -9,21 +9,29 @@ never raises: an AWS error becomes a logged SkipReason, and the next tick tries 
 import threading
 
 from botocore.exceptions import BotoCoreError, ClientError
+from typing import Any
+
 from dagster import (
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from pipelines.common.aws import queue_url
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
-JOB_NAME = "process_terminations"
+# A drain run in any of these states will take the waiting messages (Dagster's own list of
+# unfinished states, spelt out with the public enum).
+NOT_FINISHED_STATUSES = [
+    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.MANAGED,
+]
 
 # The tick must stay short even when AWS does not answer: its two calls use clients with
 # short timeouts and a single retry (the run's clients keep the resource's patient ones).
@@ -43,22 +51,33 @@ def tick_clients(aws: AwsClients) -> AwsClients:
         return _tick_clients[key]
 
 
-@sensor(
-    job_name=JOB_NAME,
-    minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Every 30 s: start one process_terminations run when the termination queue has visible messages.",
-)
-def termination_queue_sensor(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings):
-    """Request a drain run when termination messages are waiting and no drain run is unfinished.
+def build_termination_sensor(job: Any) -> SensorDefinition:
+    """The termination queue sensor that wakes ``job`` (the drain job) when messages wait."""
 
-    One run drains up to 1,000 messages, so a run per tick (not per message) keeps up. No
-    run key: a message whose run failed comes back and must be able to start a later run.
-    Skip reasons say why nothing started: the queue is empty, a drain is already queued or
-    running, or the queue could not be read.
-    """
+    @sensor(
+        job=job,
+        name="termination_queue_sensor",
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Every 30 s: start one {job.name} run when the termination queue has visible messages.",
+    )
+    def termination_queue_sensor(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings):
+        """Request a drain run when termination messages are waiting and no drain run is unfinished.
+
+        One run drains up to 1,000 messages, so a run per tick (not per message) keeps up. No
+        run key: a message whose run failed comes back and must be able to start a later run.
+        Skip reasons say why nothing started: the queue is empty, a drain is already queued or
+        running, or the queue could not be read.
+        """
+        return evaluate(context, aws, settings, job.name)
+
+    return termination_queue_sensor
+
+
+def evaluate(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings, job_name: str) -> Any:
+    """One tick: skip while a drain run is unfinished or the queue is empty; else request a run."""
     active = context.instance.get_run_records(
-        RunsFilter(job_name=JOB_NAME, statuses=NOT_FINISHED_STATUSES), limit=1
+        RunsFilter(job_name=job_name, statuses=NOT_FINISHED_STATUSES), limit=1
     )
     if active:
         run = active[0].dagster_run

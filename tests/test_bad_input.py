@@ -29,7 +29,7 @@ from definitions import defs
 from pipelines.common.aws import queue_url
 from sandbox.server import MOTO_ACCOUNT_ID
 from definitions import housekeeping_queue_sensor
-from sensors.termination import termination_queue_sensor
+from definitions import termination_queue_sensor
 
 SQS_MAX_BYTES = 262_144  # 256 KiB: SQS's largest message body
 REGION = "us-east-1"

@@ -44,7 +44,7 @@ from sandbox.deploy import TEMPLATE_PATH
 from sandbox.seed import FleetSpec, PoolSpec, SeededFleet, seed_fleet
 from definitions import housekeeping_queue_sensor
 from sensors.housekeeping import RUN_KEY_TAG
-from sensors.termination import termination_queue_sensor
+from definitions import termination_queue_sensor
 from tests.iam_support import (
     CallRecorder, iam_action, iam_enforced, make_principal, moto_enforceable, policy_actions, policy_document,
 )

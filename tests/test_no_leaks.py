@@ -30,7 +30,7 @@ from sandbox.backdate import backdate_parameters
 from sandbox.seed import FleetSpec, PoolSpec, seed_fleet
 from definitions import housekeeping_queue_sensor
 from sensors.housekeeping import RUN_KEY_TAG
-from sensors.termination import termination_queue_sensor
+from definitions import termination_queue_sensor
 
 SECRET = "canary-secret-7f3a"
 PARAM_SECRET = "canary-param-9b1e"

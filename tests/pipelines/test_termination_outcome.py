@@ -17,7 +17,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context
 
 from pipelines.termination.jobs import process_terminations
 from pipelines.termination.outcome import drain_outcome, on_last_receive
-from sensors.termination import termination_queue_sensor
+from definitions import termination_queue_sensor
 from tests.faults.conftest import expire_in_flight
 from tests.pipelines.test_termination import (
     OP,

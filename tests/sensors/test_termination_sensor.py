@@ -10,7 +10,7 @@ from dagster._core.test_utils import create_run_for_test, instance_for_test
 
 from resources import load_settings
 from resources.aws import AwsClients
-from sensors.termination import termination_queue_sensor
+from definitions import termination_queue_sensor
 
 
 def tick(instance, aws, settings):
@@ -77,13 +77,8 @@ def test_an_aws_error_is_a_skip_reason_not_a_crash(aws):
 
 
 def test_sensor_is_registered_every_30_seconds_for_the_drain_job():
-    from dagster import Definitions
+    from definitions import defs
 
-    from pipelines.termination import defs as termination_defs
-    from resources import load_aws_clients
-
-    defs = Definitions.merge(termination_defs,
-                             Definitions(resources={"aws": load_aws_clients(), "settings": load_settings()}))
     sensor = defs.get_repository_def().get_sensor_def("termination_queue_sensor")
     assert sensor.minimum_interval_seconds == 30
     assert sensor.job_name == "process_terminations"
