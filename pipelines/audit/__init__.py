@@ -11,14 +11,12 @@ Any other param is refused with ``BadParams`` naming it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+from pydantic import Field
 
 from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
 from pipelines.audit.queue_health import queue_health
-from pipelines.common.requests import BadParams, RequestableJob
+from pipelines.common.requests import RequestableJob, requestable
 
 pool_audit_job = define_asset_job(
     name="pool_audit_job",
@@ -52,34 +50,14 @@ queue_health_schedule = ScheduleDefinition(
     description="Every 5 minutes: materialize queue_health and run its asset checks.",
 )
 
-# Params every housekeeping request may carry (contract); meaningless for a read-only piece.
-_IGNORED_PARAMS = {"dry_run": bool, "max_actions": int}
-
-
-def _read_only_run_config(task_type: str):
-    def build(params: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(params, Mapping):
-            raise BadParams(f"{task_type}: params must be an object, got {type(params).__name__}")
-        for key, value in params.items():
-            expected = _IGNORED_PARAMS.get(key)
-            if expected is None:
-                raise BadParams(f"{task_type}: unknown param {key!r} (this read-only task takes none; "
-                                f"dry_run and max_actions are accepted and ignored)")
-            # bool is an int subclass: max_actions=true is a mistake, not a number.
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise BadParams(f"{task_type}: param {key!r} must be {expected.__name__}, got {value!r}")
-            if key == "max_actions" and value < 0:
-                raise BadParams(f"{task_type}: param 'max_actions' must be >= 0, got {value!r}")
-        return {}
-
-    return build
-
+# Params every housekeeping request may carry (contract); meaningless for a read-only piece,
+# so accepted (strictly typed) and ignored: they are no op's config.
+_IGNORED = {"dry_run": (bool, False), "max_actions": (int, Field(default=100, ge=0))}
 
 REQUESTS: list[RequestableJob] = [
-    RequestableJob("pool_audit", pool_audit_job.name, _read_only_run_config("pool_audit")),
-    RequestableJob("queue_health", queue_health_job.name, _read_only_run_config("queue_health")),
+    requestable("pool_audit", pool_audit_job.name, {}, extra=_IGNORED),
+    requestable("queue_health", queue_health_job.name, {}, extra=_IGNORED),
 ]
-
 JOBS = [pool_audit_job, queue_health_job]
 
 defs = Definitions(

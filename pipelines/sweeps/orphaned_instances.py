@@ -19,9 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dagster import DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
 
 from pipelines.common.aws import EC2_TERMINATE_BATCH, batch_get_with_retry, chunks, error_code
-from pipelines.common.requests import RequestableJob
+from pipelines.common.requests import requestable
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
-from pipelines.sweeps.params import sweep_run_config
 from pipelines.sweeps import rules
 from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
 from pipelines.sweeps.rules import (
@@ -305,8 +304,4 @@ orphaned_instances_schedule = ScheduleDefinition(
 PLAN_OP = "plan_orphaned_instances"
 ACT_OP = "terminate_orphaned_instances"
 
-REQUEST = RequestableJob(
-    task_type="orphaned_instances",
-    job_name="orphaned_instances_sweep",
-    build_run_config=lambda params: sweep_run_config(params, plan_op=PLAN_OP, act_op=ACT_OP),
-)
+REQUEST = requestable("orphaned_instances", "orphaned_instances_sweep", {ACT_OP: SweepConfig})

@@ -17,10 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dagster import DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
 
 from pipelines.common.aws import batch_get_with_retry, batch_write_with_retry, error_code, queue_name
-from pipelines.common.requests import RequestableJob
+from pipelines.common.requests import requestable
 from pipelines.common.runner_queues import QUEUE_KINDS, archive_and_delete_runner_queues
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
-from pipelines.sweeps.params import sweep_run_config
 from pipelines.sweeps import rules
 from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
 from pipelines.sweeps.runners import Liveness, runner_liveness
@@ -319,8 +318,4 @@ orphaned_queues_schedule = ScheduleDefinition(
 PLAN_OP = "plan_orphaned_queues"
 ACT_OP = "delete_orphaned_queues"
 
-REQUEST = RequestableJob(
-    task_type="orphaned_queues",
-    job_name="orphaned_queues_sweep",
-    build_run_config=lambda params: sweep_run_config(params, plan_op=PLAN_OP, act_op=ACT_OP),
-)
+REQUEST = requestable("orphaned_queues", "orphaned_queues_sweep", {ACT_OP: SweepConfig})

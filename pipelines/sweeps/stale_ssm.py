@@ -16,9 +16,8 @@ from dagster import Config, DefaultScheduleStatus, In, Out, Output, ScheduleDefi
 from pydantic import Field
 
 from pipelines.common.aws import SSM_DELETE_BATCH, chunks, error_code
-from pipelines.common.requests import RequestableJob
+from pipelines.common.requests import requestable
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
-from pipelines.sweeps.params import minutes, sweep_run_config
 from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
 from pipelines.sweeps.runners import Liveness, runner_liveness
 from resources.aws import AwsClients
@@ -191,10 +190,4 @@ stale_ssm_schedule = ScheduleDefinition(
 PLAN_OP = "plan_stale_ssm"
 ACT_OP = "delete_stale_parameters"
 
-REQUEST = RequestableJob(
-    task_type="stale_ssm",
-    job_name="stale_ssm_sweep",
-    build_run_config=lambda params: sweep_run_config(
-        params, plan_op=PLAN_OP, act_op=ACT_OP, plan_params={"min_age_minutes": minutes}
-    ),
-)
+REQUEST = requestable("stale_ssm", "stale_ssm_sweep", {ACT_OP: SweepConfig, PLAN_OP: StaleSsmPlanConfig})

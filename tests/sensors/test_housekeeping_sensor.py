@@ -124,8 +124,8 @@ def test_unknown_and_malformed_requests_are_logged_and_left_for_the_dlq(aws, set
     for name, message_id in ids.items():
         assert f"rejected message_id={message_id}" in text, name
     assert "unknown task_type 'defragment_disks'" in text
-    assert "params.dry_run must be true or false" in text
-    assert "params.max_actions must be a whole number" in text
+    assert "params.dry_run: Input should be a valid boolean (got 'false')" in text
+    assert "params.max_actions: Input should be greater than or equal to 0 (got -1)" in text
     assert "params.min_age_minute is not a parameter" in text
     assert "not JSON" in text and "not an object" in text
     assert "step 1" not in text and "defragment_disks\", \"params" not in text  # ids, never whole bodies
