@@ -31,60 +31,20 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One deployment setting as its field on ``FleetSettings`` declares it."""
+
     field: str
     env_var: str
-    default: str
+    default: str | bool
     description: str
     kind: str = "name"  # name | ssm_prefix | queue | bool
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("jobs_table", "RUNS_FLEET_JOBS_TABLE", "runs-fleet-jobs", "DynamoDB jobs table."),
-    Setting("pools_table", "RUNS_FLEET_POOLS_TABLE", "runs-fleet-pools", "DynamoDB pools table."),
-    Setting(
-        "queue_tracking_table",
-        "RUNS_FLEET_QUEUE_TRACKING_TABLE",
-        "runs-fleet-queue-tracking",
-        "DynamoDB per-runner queue tracking table.",
-    ),
-    Setting(
-        "ssm_prefix",
-        "RUNS_FLEET_SSM_PREFIX",
-        "/runs-fleet/runners/",
-        "SSM path under which each runner's `{runner-id}/config` parameter lives.",
-        kind="ssm_prefix",
-    ),
-    Setting(
-        "termination_queue",
-        "RUNS_FLEET_TERMINATION_QUEUE_URL",
-        "runs-fleet-termination.fifo",
-        "Termination FIFO queue: a URL, or a queue name resolved with GetQueueUrl.",
-        kind="queue",
-    ),
-    Setting(
-        "housekeeping_queue",
-        "RUNS_FLEET_HOUSEKEEPING_QUEUE_URL",
-        "runs-fleet-housekeeping",
-        "Housekeeping request queue: a URL, or a queue name resolved with GetQueueUrl.",
-        kind="queue",
-    ),
-    Setting(
-        "runner_queue_prefix",
-        "RUNS_FLEET_RUNNER_QUEUE_PREFIX",
-        "runs-fleet-runner-",
-        "Name prefix of the per-runner input/output/dlq queues.",
-    ),
-    Setting("archive_bucket", "RUNS_FLEET_ARCHIVE_BUCKET", "runs-fleet-archive", "S3 archive bucket."),
-    Setting("ecs_cluster", "RUNS_FLEET_ECS_CLUSTER", "runs-fleet", "ECS cluster of container runners."),
-    Setting("metrics_namespace", "RUNS_FLEET_METRICS_NAMESPACE", "RunsFleet", "CloudWatch namespace."),
-    Setting(
-        "dry_run",
-        "RUNS_FLEET_DRY_RUN",
-        "false",
-        "When true, every destructive piece stops after its plan, whatever its run config says.",
-        kind="bool",
-    ),
-)
+def _setting(default: str | bool, env_var: str, description: str, kind: str = "name") -> Any:
+    """A ``FleetSettings`` field that also names its environment variable and how it is checked."""
+    return Field(default=default, description=f"{description} ({env_var})",
+                 json_schema_extra={"env_var": env_var, "kind": kind})
+
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -122,29 +82,27 @@ def validate_setting(setting: Setting, raw: str) -> str:
 class FleetSettings(ConfigurableResource):
     """The fleet contract's resource names (see docs/contract.md), one per RUNS_FLEET_* variable."""
 
-    jobs_table: str = Field(default="runs-fleet-jobs", description="DynamoDB jobs table (RUNS_FLEET_JOBS_TABLE).")
-    pools_table: str = Field(default="runs-fleet-pools", description="DynamoDB pools table (RUNS_FLEET_POOLS_TABLE).")
-    queue_tracking_table: str = Field(
-        default="runs-fleet-queue-tracking", description="Queue tracking table (RUNS_FLEET_QUEUE_TRACKING_TABLE)."
-    )
-    ssm_prefix: str = Field(default="/runs-fleet/runners/", description="Runner parameter path (RUNS_FLEET_SSM_PREFIX).")
-    termination_queue: str = Field(
-        default="runs-fleet-termination.fifo",
-        description="Termination FIFO queue URL or name (RUNS_FLEET_TERMINATION_QUEUE_URL).",
-    )
-    housekeeping_queue: str = Field(
-        default="runs-fleet-housekeeping",
-        description="Housekeeping request queue URL or name (RUNS_FLEET_HOUSEKEEPING_QUEUE_URL).",
-    )
-    runner_queue_prefix: str = Field(
-        default="runs-fleet-runner-", description="Per-runner queue name prefix (RUNS_FLEET_RUNNER_QUEUE_PREFIX)."
-    )
-    archive_bucket: str = Field(default="runs-fleet-archive", description="S3 archive bucket (RUNS_FLEET_ARCHIVE_BUCKET).")
-    ecs_cluster: str = Field(default="runs-fleet", description="ECS cluster of container runners (RUNS_FLEET_ECS_CLUSTER).")
-    metrics_namespace: str = Field(default="RunsFleet", description="CloudWatch namespace (RUNS_FLEET_METRICS_NAMESPACE).")
-    dry_run: bool = Field(
-        default=False, description="RUNS_FLEET_DRY_RUN: true stops every destructive piece after its plan."
-    )
+    jobs_table: str = _setting("runs-fleet-jobs", "RUNS_FLEET_JOBS_TABLE", "DynamoDB jobs table.")
+    pools_table: str = _setting("runs-fleet-pools", "RUNS_FLEET_POOLS_TABLE", "DynamoDB pools table.")
+    queue_tracking_table: str = _setting("runs-fleet-queue-tracking", "RUNS_FLEET_QUEUE_TRACKING_TABLE",
+                                         "DynamoDB per-runner queue tracking table.")
+    ssm_prefix: str = _setting("/runs-fleet/runners/", "RUNS_FLEET_SSM_PREFIX",
+                               "SSM path under which each runner's `{runner-id}/config` parameter lives.",
+                               kind="ssm_prefix")
+    termination_queue: str = _setting("runs-fleet-termination.fifo", "RUNS_FLEET_TERMINATION_QUEUE_URL",
+                                      "Termination FIFO queue: a URL, or a queue name resolved with GetQueueUrl.",
+                                      kind="queue")
+    housekeeping_queue: str = _setting("runs-fleet-housekeeping", "RUNS_FLEET_HOUSEKEEPING_QUEUE_URL",
+                                       "Housekeeping request queue: a URL, or a queue name resolved with GetQueueUrl.",
+                                       kind="queue")
+    runner_queue_prefix: str = _setting("runs-fleet-runner-", "RUNS_FLEET_RUNNER_QUEUE_PREFIX",
+                                        "Name prefix of the per-runner input/output/dlq queues.")
+    archive_bucket: str = _setting("runs-fleet-archive", "RUNS_FLEET_ARCHIVE_BUCKET", "S3 archive bucket.")
+    ecs_cluster: str = _setting("runs-fleet", "RUNS_FLEET_ECS_CLUSTER", "ECS cluster of container runners.")
+    metrics_namespace: str = _setting("RunsFleet", "RUNS_FLEET_METRICS_NAMESPACE", "CloudWatch namespace.")
+    dry_run: bool = _setting(False, "RUNS_FLEET_DRY_RUN",
+                             "When true, every destructive piece stops after its plan, whatever its run config says.",
+                             kind="bool")
 
     @property
     def global_dry_run(self) -> bool:
@@ -157,6 +115,14 @@ class FleetSettings(ConfigurableResource):
         """The three per-runner queue names, keyed by the archive layout's `queue=` value."""
         p = self.runner_queue_prefix
         return {"input": f"{p}input-{runner_id}", "output": f"{p}output-{runner_id}", "dlq": f"{p}dlq-{runner_id}"}
+
+
+# Derived from the fields: each setting is declared once, above.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name, info.json_schema_extra["env_var"], info.default, info.description or "",  # type: ignore[index]
+            info.json_schema_extra["kind"])  # type: ignore[index]
+    for name, info in FleetSettings.model_fields.items()
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> FleetSettings:
