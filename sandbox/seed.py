@@ -16,12 +16,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipelines.common.aws import SQS_BATCH, batch_write_with_retry, chunks, queue_url
+from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, PROTECT_TAG
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 from sandbox import backdate
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
-MANAGED = {"Key": "runs-fleet:managed", "Value": "true"}
+MANAGED = {"Key": MANAGED_TAG, "Value": "true"}
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def seed_fleet(
         launches: dict[str, datetime] = {}
         for i in range(count):
             pool = pool_at(i)
-            tags = [MANAGED, {"Key": "runs-fleet:pool", "Value": pool.name}]
+            tags = [MANAGED, {"Key": POOL_TAG, "Value": pool.name}]
             if past_max_runtime:
                 launched = now - timedelta(minutes=pool.max_runtime_minutes + 10 + rng.randint(5, 240))
             else:
@@ -180,9 +181,9 @@ def seed_fleet(
             elif job == "finished":
                 job_id = finished_job(runner_id, pool.name, launched + timedelta(minutes=20))
             if job_id:
-                tags.append({"Key": "runs-fleet:job-id", "Value": job_id})
+                tags.append({"Key": JOB_ID_TAG, "Value": job_id})
             if protect:
-                tags.append({"Key": "runs-fleet:protect", "Value": "true"})
+                tags.append({"Key": PROTECT_TAG, "Value": "true"})
             tags.append({"Key": "Name", "Value": f"runs-fleet-{pool.name}-{kind}"})
             reservation = aws.ec2.run_instances(
                 ImageId="ami-12c6146b", InstanceType=pool.instance_type, MinCount=1, MaxCount=1,

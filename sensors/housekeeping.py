@@ -27,7 +27,6 @@ visibility timeout and the queue's redrive policy moves it to the DLQ after 3 re
 
 import json
 import time
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dagster import DefaultSensorStatus, RunRequest, RunsFilter, SensorDefinition, SensorResult, SkipReason, sensor
 
 from pipelines.common.aws import SQS_BATCH, chunks, error_code, queue_url
+from pipelines.common.contract import loggable
 from pipelines.common.requests import BadParams, RequestableJob
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -115,7 +115,7 @@ def _bounded(reason: str) -> str:
     """A rejection reason fit for one log line. Reasons may quote a bad value or param name, which can be
     256 KiB long or hold a newline (that would forge a log line): cut, and control/separator characters as '?'."""
     cut = reason if len(reason) <= REASON_MAX_CHARS else f"{reason[:REASON_MAX_CHARS]}… ({len(reason)} characters)"
-    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else "?" for c in cut)
+    return loggable(cut, len(cut))
 
 
 def launched_run_keys(instance: Any, keys: Sequence[str], log: Any) -> set[str]:

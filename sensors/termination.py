@@ -22,7 +22,7 @@ from dagster import (
     sensor,
 )
 
-from pipelines.common.aws import queue_url
+from pipelines.common.aws import error_code, queue_url
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
@@ -92,7 +92,7 @@ def evaluate(context: SensorEvaluationContext, aws: AwsClients, settings: FleetS
         visible = int(attributes.get("ApproximateNumberOfMessages", "0"))
         in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0"))
     except (ClientError, BotoCoreError, KeyError, ValueError) as error:
-        code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else type(error).__name__
+        code = error_code(error) or type(error).__name__
         context.log.error(f"could not read termination queue {settings.termination_queue}: {code}: {error}")
         return SkipReason(f"could not read the termination queue ({code}); trying again next tick")
     if visible == 0:

@@ -14,7 +14,6 @@ import time
 import uuid
 
 import pytest
-from botocore.exceptions import ClientError
 from dagster import (
     DagsterInstance,
     DagsterInvalidConfigError,

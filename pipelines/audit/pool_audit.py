@@ -40,12 +40,10 @@ import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
+from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, md_cell, parse_iso
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
-MANAGED_TAG = "runs-fleet:managed"
-POOL_TAG = "runs-fleet:pool"
-JOB_TAG = "runs-fleet:job-id"
 EBS_USD_PER_GB_MONTH = 0.10
 HOURS_PER_MONTH = 730
 NO_POOL_TAG = "(no pool tag)"
@@ -100,7 +98,7 @@ def list_managed_instances(ec2: Any) -> list[ManagedInstance]:
         for reservation in page.get("Reservations", []):
             for instance in reservation.get("Instances", []):
                 tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
-                job_id = tags.get(JOB_TAG, "").strip() or None
+                job_id = tags.get(JOB_ID_TAG, "").strip() or None
                 found.append(ManagedInstance(
                     instance_id=instance["InstanceId"],
                     pool=tags.get(POOL_TAG, "").strip() or NO_POOL_TAG,
@@ -189,7 +187,7 @@ def build_inventory(
             "idle": int(c["running"] - c["assigned"]),
             "assigned": int(c["assigned"]),
             "instance_hours": float(c["instance_hours"]),
-            "as_of": _iso(now),
+            "as_of": iso(now),
         })
     frame = pd.DataFrame(rows, columns=INVENTORY_COLUMNS)
     return frame.astype({"running": "int64", "stopped": "int64", "idle": "int64", "assigned": "int64"})
@@ -283,7 +281,7 @@ def markdown_table(report: pd.DataFrame, totals: Mapping[str, Any]) -> str:
     for rec in with_fleet_row(report, totals).to_dict("records"):
         name = rec["pool"] if rec["in_pools_table"] is not False else f"{rec['pool']} (not in pools table)"
         lines.append(
-            f"| {_cell(name)} | {_cell(rec['instance_type'] or '')} | {rec['running']} | {rec['stopped']} "
+            f"| {md_cell(name)} | {md_cell(rec['instance_type'] or '')} | {rec['running']} | {rec['stopped']} "
             f"| {rec['idle']} | {rec['assigned']} | {_money(rec['hourly_rate_usd'], 4, blank=rec['pool'] == FLEET_ROW)} "
             f"| {rec['price_source'] or ''} | {rec['mean_uptime_hours']:.2f} | {_money(rec['idle_cost_usd_per_hour'], 4)} "
             f"| {_money(rec['compute_cost_usd'], 2)} | {_ratio(rec['utilisation'])} |"
@@ -364,9 +362,9 @@ def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: Fl
     missing = inventory.loc[~inventory["in_pools_table"], "pool"].tolist()
     if missing:
         context.log.warning(f"instances of pools missing from {settings.pools_table}: {', '.join(missing)}")
-    context.log.info(f"pool inventory as of {_iso(now)}: {len(instances)} instances in {len(inventory)} pools")
+    context.log.info(f"pool inventory as of {iso(now)}: {len(instances)} instances in {len(inventory)} pools")
     return Output(inventory, metadata={
-        "as_of": _iso(now),
+        "as_of": iso(now),
         "instances": len(instances),
         "pools": len(inventory),
         "pools_missing_from_table": MetadataValue.json(missing),
@@ -388,7 +386,7 @@ def pool_cost_report(
     """
     report = cost_report(pool_inventory, load_price_table())
     totals = fleet_totals(report)
-    as_of = _parse_iso(pool_inventory["as_of"].iloc[0]) if len(pool_inventory) else datetime.now(timezone.utc)
+    as_of = parse_iso(pool_inventory["as_of"].iloc[0]) if len(pool_inventory) else datetime.now(timezone.utc)
     key = report_key(as_of)
     aws.s3.put_object(Bucket=settings.archive_bucket, Key=key, Body=report_csv(report, totals),
                       ContentType="text/csv")
@@ -401,7 +399,7 @@ def pool_cost_report(
         f"utilisation {_ratio(totals['utilisation'])}; report at s3://{settings.archive_bucket}/{key}"
     )
     return Output(report, metadata={
-        "as_of": _iso(as_of),
+        "as_of": iso(as_of),
         "report": MetadataValue.md(markdown_table(report, totals)),
         "chart": MetadataValue.md(f"![cost and utilisation by pool](data:image/png;base64,{chart})"),
         "csv": MetadataValue.url(f"s3://{settings.archive_bucket}/{key}"),
@@ -425,14 +423,6 @@ def _utc(when: datetime) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
-def _iso(when: datetime) -> str:
-    return _utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
 def _number(attribute: Mapping[str, str] | None) -> float | None:
     if not attribute or "N" not in attribute:
         return None
@@ -445,10 +435,6 @@ def _number(attribute: Mapping[str, str] | None) -> float | None:
 
 def _known(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _money(value: Any, places: int, *, blank: bool = False) -> str:
@@ -474,7 +460,7 @@ def _plain_md(frame: pd.DataFrame) -> str:
             return "unknown"
         if isinstance(value, float):
             return f"{value:.2f}" if not value.is_integer() else str(int(value))
-        return _cell(value)
+        return md_cell(value)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     for row in frame.itertuples(index=False):

@@ -44,6 +44,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines.common.aws import METRIC_BATCH, chunks, error_code, queue_name, queue_url
+from pipelines.common.contract import QUEUE_GONE_CODES, iso
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
@@ -59,7 +60,7 @@ LIST_PAGE = 1000  # ListQueues' largest page
 METRIC_QUERIES_PER_CALL = 500  # GetMetricData's limit
 DLQ_KINDS = {"termination_dlq", "housekeeping_dlq", "runner_dlq", "dlq"}
 RUNNER_KINDS = {"runner_input", "runner_output", "runner_dlq", "runner_other"}
-MISSING = ("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue")
+MISSING = QUEUE_GONE_CODES
 MAX_TABLE_ROWS = 200
 ASSET = "queue_health"
 CHECK_DLQ, CHECK_AGE, CHECK_GROWTH = "dlq_depth", "oldest_message_age", "depth_growth"
@@ -603,7 +604,7 @@ def queue_health(
     for row in frame[frame["status"] != HEALTHY].head(50).itertuples():
         context.log.warning(f"queue {row.queue} is {row.status}: {row.reasons}")
     yield Output(frame, metadata={
-        "as_of": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "as_of": iso(now),
         "queues": len(frame),
         HEALTHY: int(counts.get(HEALTHY, 0)),
         DEGRADED: int(counts.get(DEGRADED, 0)),

@@ -7,13 +7,10 @@ from typing import Any
 
 from dagster import MetadataValue
 
+from pipelines.common.contract import md_cell as _cell
 from pipelines.common.safety import ActResult, PlannedAction
 
 MAX_TABLE_ROWS = 500  # the UI renders a table this long comfortably; the logs carry the rest
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def plan_table(actions: Sequence[PlannedAction],

@@ -18,7 +18,8 @@ from dagster import DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, 
 
 from pipelines.common.aws import batch_get_with_retry, batch_write_with_retry, error_code, queue_name
 from pipelines.common.requests import requestable
-from pipelines.common.runner_queues import QUEUE_KINDS, archive_and_delete_runner_queues
+from pipelines.common.contract import QUEUE_GONE_CODES, parse_runner_queue_name
+from pipelines.common.runner_queues import archive_and_delete_runner_queues
 from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
 from pipelines.sweeps import rules
 from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
@@ -29,7 +30,6 @@ from resources.settings import FleetSettings
 KIND = "orphaned_queues"
 MIN_AGE = timedelta(hours=24)
 LIST_PAGE_SIZE = 1000  # ListQueues' maximum
-_GONE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
 @dataclass
@@ -43,17 +43,6 @@ class RunnerResources:
     tracking_problem: str | None = None
 
 
-def parse_queue_name(name: str, prefix: str) -> tuple[str, str] | None:
-    """``{prefix}{kind}-{runner-id}`` → (kind, runner_id); None for any other queue under the prefix."""
-    if not name.startswith(prefix):
-        return None
-    rest = name[len(prefix) :]
-    for kind in QUEUE_KINDS:
-        if rest.startswith(kind + "-") and len(rest) > len(kind) + 1:
-            return kind, rest[len(kind) + 1 :]
-    return None
-
-
 def find_runner_resources(
     aws: AwsClients, settings: FleetSettings, page_size: int = LIST_PAGE_SIZE, scan_page_size: int | None = None
 ) -> dict[str, RunnerResources]:
@@ -64,7 +53,7 @@ def find_runner_resources(
     )
     for page in pages:
         for url in page.get("QueueUrls", []):
-            parsed = parse_queue_name(queue_name(url), settings.runner_queue_prefix)
+            parsed = parse_runner_queue_name(queue_name(url), settings.runner_queue_prefix)
             if parsed:
                 kind, runner_id = parsed
                 runners.setdefault(runner_id, RunnerResources(runner_id)).queues[kind] = url
@@ -94,7 +83,7 @@ def queue_created(sqs: Any, url: str) -> datetime | None:
     try:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["CreatedTimestamp"])["Attributes"]
     except ClientError as error:
-        if error_code(error) in _GONE:
+        if error_code(error) in QUEUE_GONE_CODES:
             return None
         raise
     # Epoch seconds; parsed as a float since stand-ins (moto) may return a fraction. A missing

@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
-# Tags of the contract.
-MANAGED_TAG = "runs-fleet:managed"
-POOL_TAG = "runs-fleet:pool"
-JOB_ID_TAG = "runs-fleet:job-id"
-PROTECT_TAG = "runs-fleet:protect"
+from pipelines.common.contract import (  # noqa: F401 - the sweeps import the vocabulary from here too
+    JOB_ID_TAG,
+    JOB_STATUSES,
+    MANAGED_TAG,
+    POOL_TAG,
+    PROTECT_TAG,
+)
 
 DEFAULT_MAX_RUNTIME_MINUTES = Decimal(360)
 GRACE_MINUTES = 10
 # Ten years: a pool limit above this is a typo or a unit error, not a policy.
 MAX_PLAUSIBLE_RUNTIME_MINUTES = Decimal(10 * 366 * 24 * 60)
-# The contract's job statuses; any other value is malformed and keeps the instance.
-JOB_STATUSES = frozenset({"queued", "running", "completed", "failed", "cancelled", "interrupted"})
 # Epoch milliseconds before this (2010-01-01) are a unit error (seconds), not a date of this fleet.
 EARLIEST_PLAUSIBLE_MS = 1_262_304_000_000
 FUTURE_TOLERANCE = timedelta(days=1)

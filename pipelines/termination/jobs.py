@@ -11,6 +11,7 @@ from typing import Any
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
+from pipelines.common.contract import md_cell as _cell
 from pipelines.common.safety import is_dry_run
 from pipelines.termination.drain import DrainOptions, DrainReport, drain_terminations
 from pipelines.termination.outcome import DrainOutcome, drain_outcome, on_last_receive
@@ -175,9 +176,6 @@ def _metadata(report: DrainReport, elapsed: float) -> dict[str, Any]:
         "messages_per_second": MetadataValue.float(round(report.received / elapsed, 2) if elapsed else 0.0),
     }
 
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 @job(

@@ -21,7 +21,9 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from pipelines.termination.messages import FINISHED_STATUSES, Termination, iso, parse_time
+from pipelines.common.aws import error_code
+from pipelines.common.contract import FINISHED_STATUSES, iso, parse_iso as parse_time
+from pipelines.termination.messages import Termination
 
 Outcome = Literal["marked_done", "already_done", "unknown_job", "not_running"]
 
@@ -123,7 +125,7 @@ def mark_job_done(dynamodb: Any, table: str, termination: Termination, *, receiv
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        if error_code(error) != "ConditionalCheckFailedException":
             raise
         old = error.response.get("Item")
         if not old:
@@ -168,7 +170,7 @@ def mark_metrics_published(dynamodb: Any, table: str, job_id: str, *, status: st
             ExpressionAttributeValues={":status": {"S": status}, ":completed_at": {"S": completed_at}},
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        if error_code(error) != "ConditionalCheckFailedException":
             raise
         return False
     return True

@@ -19,10 +19,10 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
-FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
+from pipelines.common.contract import FINISHED_STATUSES, iso, loggable, parse_iso  # noqa: F401 - re-exported
+
 ECS_SOURCE = "aws.ecs"
 ECS_DETAIL_TYPE = "ECS Task State Change"
 
@@ -181,20 +181,8 @@ def _parse_ecs(data: dict[str, Any], *, ecs_cluster: str, correlation_id: str | 
     )
 
 
-def loggable(text: str, limit: int) -> str:
-    """Free text from a message, safe on one log line: at most ``limit`` characters, and every
-    control, format, separator or surrogate character (a newline would forge a log line) as '?'."""
-    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else "?" for c in text[:limit])
-
-
-def parse_time(value: str) -> datetime:
-    """An ISO 8601 UTC string as an aware datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-def iso(when: datetime) -> str:
-    """The contract's time format, e.g. 2026-11-22T10:05:14Z."""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The contract's time helpers under the names this package has always used.
+parse_time = parse_iso
 
 
 def _normalise_time(value: str) -> str | None:

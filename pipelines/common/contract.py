@@ -1,0 +1,61 @@
+"""The fleet's vocabulary, once: tags, job statuses, queue names, error codes, time format, log-safe text.
+
+Every name here is a name of ``docs/contract.md`` (or of AWS's answers about it); the
+capabilities import them from here rather than spelling them again.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime, timezone
+
+# Tags on a managed EC2 instance.
+MANAGED_TAG = "runs-fleet:managed"
+POOL_TAG = "runs-fleet:pool"
+JOB_ID_TAG = "runs-fleet:job-id"
+PROTECT_TAG = "runs-fleet:protect"
+
+# A job record's statuses; the finished ones are what archival takes and termination writes.
+FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
+JOB_STATUSES = frozenset({"queued", "running", *FINISHED_STATUSES})
+
+# Per-runner queues: ``{prefix}{kind}-{runner-id}``, and the archive layout's ``queue=`` value.
+QUEUE_KINDS = ("input", "output", "dlq")
+
+# What SQS answers for a queue that does not exist (the query and the JSON protocol's codes).
+QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_runner_queue_name(name: str, prefix: str) -> tuple[str, str] | None:
+    """``{prefix}{kind}-{runner-id}`` → (kind, runner_id); None for any other queue under the prefix."""
+    if not name.startswith(prefix):
+        return None
+    rest = name[len(prefix):]
+    for kind in QUEUE_KINDS:
+        if rest.startswith(kind + "-") and len(rest) > len(kind) + 1:
+            return kind, rest[len(kind) + 1:]
+    return None
+
+
+def iso(when: datetime) -> str:
+    """The contract's time format, e.g. 2026-11-22T10:05:14Z (a naive time is taken as UTC)."""
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    return when.astimezone(timezone.utc).strftime(TIME_FORMAT)
+
+
+def parse_iso(value: str) -> datetime:
+    """An ISO 8601 time (``Z`` or an offset) as an aware UTC datetime; raises ValueError otherwise."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def loggable(text: str, limit: int) -> str:
+    """Outside text, safe on one log line: at most ``limit`` characters, and every control, format,
+    separator or surrogate character (a newline would forge a log line) shown as '?'."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else "?" for c in text[:limit])
+
+
+def md_cell(text: object) -> str:
+    """A value fit for one Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
