@@ -207,7 +207,8 @@ def run(job, act_op, aws, settings):
     COUNTING["current"] = counter
     started = time.perf_counter()
     result = job.execute_in_process(
-        run_config={"ops": {act_op: {"config": {"max_actions": 1_000_000, "max_fraction": 0.5}}}},
+        run_config={"ops": {act_op: {"config": {"max_actions": 1_000_000, "max_fraction": 0.5,
+                                                 "confirm_after_minutes": 0}}}},
         resources={"aws": aws, "settings": settings}, raise_on_error=False,
     )
     wall = time.perf_counter() - started

@@ -51,7 +51,8 @@ def test_run_config_cannot_change_a_deployment_setting(dry_defs, aws, resources_
 def test_op_config_dry_run_false_does_not_lift_the_deployment_dry_run(dry_defs, aws):
     orphans = [launch(aws, 1000) for _ in range(3)]
     result = dry_defs.get_job_def("orphaned_instances_sweep").execute_in_process(
-        run_config={"ops": {"terminate_orphaned_instances": {"config": {"dry_run": False, "max_fraction": 1.0}}}})
+        run_config={"ops": {"terminate_orphaned_instances": {"config": {"dry_run": False, "max_fraction": 1.0,
+                                                                       "confirm_after_minutes": 0}}}})
     assert result.success
     assert running(aws, orphans) == set(orphans)
     (output,) = [e for e in result.all_events

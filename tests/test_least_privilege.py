@@ -209,7 +209,7 @@ def _housekeeping(world: World, aws: AwsClients) -> Outcome:
 
 def _sweep(job_name: str, act_op: str) -> Callable[[World, AwsClients], Outcome]:
     def run(world: World, aws: AwsClients) -> Outcome:
-        return run_job(job_name, aws, world.settings, world.instance, {"ops": {act_op: {"config": {"dry_run": False}}}})
+        return run_job(job_name, aws, world.settings, world.instance, {"ops": {act_op: {"config": {"dry_run": False, "confirm_after_minutes": 0}}}})
 
     return run
 

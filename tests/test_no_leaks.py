@@ -180,13 +180,15 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
     seen.append(serialize_value(settled.skip_reason) + (settled.cursor or ""))
 
     # Every job, for real (not dry run), in an order where each has work.
+    ACT_NOW = {"confirm_after_minutes": 0}
     day = ARCHIVE_DAY.isoformat()
     runs = [
         ("process_terminations", {"ops": {"drain_termination_queue": {"config": {"wait_seconds": 0}}}}, None),
         ("redrive_termination_dlq", {}, None),
-        ("orphaned_instances_sweep", {}, None),
-        ("stale_ssm_sweep", {}, None),
-        ("orphaned_queues_sweep", {}, None),
+        # One run each: the two-observation window is off for it (confirm_after_minutes 0).
+        ("orphaned_instances_sweep", {"ops": {"terminate_orphaned_instances": {"config": ACT_NOW}}}, None),
+        ("stale_ssm_sweep", {"ops": {"delete_stale_parameters": {"config": ACT_NOW}}}, None),
+        ("orphaned_queues_sweep", {"ops": {"delete_orphaned_queues": {"config": ACT_NOW}}}, None),
         ("archive_old_jobs", {}, day),
         ("restore_archived_jobs", {}, day),
         ("pool_audit_job", {}, None),

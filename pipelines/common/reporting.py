@@ -14,19 +14,23 @@ MAX_TABLE_ROWS = 500  # the UI renders a table this long comfortably; the logs c
 
 
 def plan_table(actions: Sequence[PlannedAction],
-               spared: Sequence[tuple[str, str, str, str | None]] = ()) -> MetadataValue:
-    """The plan as a Markdown table, one row per candidate: resource, outcome, reason, pool.
+               spared: Sequence[tuple[str, str, str, str | None]] = (),
+               marks: dict[str, str] | None = None) -> MetadataValue:
+    """The plan as a Markdown table, one row per candidate: resource, outcome, reason, pool, marked since.
 
     ``spared`` holds the candidates kept (resource, outcome such as ``kept: protected``,
-    reason, pool), so a plan shows what it spared and why, not only what it would do.
+    reason, pool), so a plan shows what it spared and why, not only what it would do;
+    ``marks`` gives, per target, since when the sweep's plans have held it.
     """
+    marks = marks or {}
     rows = [(a.resource, a.action, a.reason, a.pool) for a in actions] + list(spared)
-    lines = ["| resource | outcome | reason | pool |", "|---|---|---|---|"]
-    lines += [f"| {_cell(r)} | {_cell(o)} | {_cell(why)} | {_cell(p or '')} |" for r, o, why, p in rows[:MAX_TABLE_ROWS]]
+    lines = ["| resource | outcome | reason | pool | marked since |", "|---|---|---|---|---|"]
+    lines += [f"| {_cell(r)} | {_cell(o)} | {_cell(why)} | {_cell(p or '')} | {marks.get(r, '')} |"
+              for r, o, why, p in rows[:MAX_TABLE_ROWS]]
     if len(rows) > MAX_TABLE_ROWS:
-        lines.append(f"| … {len(rows) - MAX_TABLE_ROWS} more in the run logs | | | |")
+        lines.append(f"| … {len(rows) - MAX_TABLE_ROWS} more in the run logs | | | | |")
     if not rows:
-        lines.append("| (nothing to do) | | | |")
+        lines.append("| (nothing to do) | | | | |")
     return MetadataValue.md("\n".join(lines))
 
 

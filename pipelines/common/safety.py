@@ -48,6 +48,16 @@ class SweepConfig(Config):
         default=0.2, ge=0.0, le=1.0,
         description="Fail before acting if a plan of more than 10 actions exceeds this fraction of what was found.",
     )
+    confirm_after_minutes: int | None = Field(
+        default=None, ge=0,
+        description="Act only on targets held by every plan of this sweep for at least this many minutes "
+        "(two observations); unset: one schedule interval of the sweep; 0 turns it off for this run.",
+    )
+    anomaly_factor: float = Field(
+        default=3.0, gt=0.0,
+        description="Fail before acting if the plan is more than this many times the median of the sweep's "
+        "recent plans, or crowds a usually quiet pool; raise it for one run to approve such a plan.",
+    )
 
 
 def is_dry_run(config_dry_run: bool, settings: FleetSettings) -> bool:

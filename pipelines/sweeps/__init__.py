@@ -7,10 +7,11 @@ destructive schedule on). ``REQUESTS`` lets ``housekeeping_queue_sensor`` start 
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import AssetSpec, Definitions
 
 from pipelines.common.requests import RequestableJob
 from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm
+from pipelines.sweeps.plans import plan_asset_key
 
 JOBS = [orphaned_instances.orphaned_instances_sweep, stale_ssm.stale_ssm_sweep, orphaned_queues.orphaned_queues_sweep]
 SCHEDULES = [
@@ -20,4 +21,15 @@ SCHEDULES = [
 ]
 REQUESTS: list[RequestableJob] = [orphaned_instances.REQUEST, stale_ssm.REQUEST, orphaned_queues.REQUEST]
 
-defs = Definitions(jobs=JOBS, schedules=SCHEDULES)
+# Each sweep's plan, as the asset its plan op materializes on every run (contract: <sweep job>_plan).
+# Its history is the UI's record of every plan and holds the marks of two-phase confirmation.
+PLAN_ASSETS = [
+    AssetSpec(
+        plan_asset_key(job.name), group_name="sweeps", kinds={"plan"},
+        description=f"Every plan of {job.name}: targets, what was spared and why, and since when each target "
+        "has been in the plans (two observations confirm a target before it is acted on).",
+    )
+    for job in JOBS
+]
+
+defs = Definitions(jobs=JOBS, schedules=SCHEDULES, assets=PLAN_ASSETS)

@@ -266,13 +266,15 @@ def terminate(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActR
     return result
 
 
+SCHEDULE_MINUTES = 15  # the schedule below; also the default two-observation window
+
 # --- Dagster layer --------------------------------------------------------------------------
 
 
 @op(name="plan_orphaned_instances", out=Out(SweepPlan))
-def plan_orphaned_instances_op(context, aws: AwsClients, settings: FleetSettings) -> Output[SweepPlan]:
+def plan_orphaned_instances_op(context, aws: AwsClients, settings: FleetSettings) -> Any:
     """Find managed running instances past their pool's max runtime + 10 min with no running job; record the plan."""
-    return plan_output(context.log, find_and_plan(aws, settings))
+    yield from plan_output(context, find_and_plan(aws, settings))
 
 
 @op(ins={"plan": In(SweepPlan)})
@@ -280,7 +282,7 @@ def terminate_orphaned_instances(context, config: SweepConfig, plan: SweepPlan, 
                                  settings: FleetSettings) -> Output:
     """Terminate the planned instances (1000 a call) after re-checking each; dry run and blast radius guard it."""
     return guarded_act(context, plan, config, settings, aws, lambda p: terminate(aws, settings, p),
-                       "OrphanedInstancesTerminated")
+                       "OrphanedInstancesTerminated", interval_minutes=SCHEDULE_MINUTES)
 
 
 @job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_instances_sweep"})

@@ -262,13 +262,15 @@ def _delete_idle_tracking(aws: AwsClients, settings: FleetSettings, plan: SweepP
     result.done += go
 
 
+SCHEDULE_MINUTES = 360  # the schedule below; also the default two-observation window
+
 # --- Dagster layer --------------------------------------------------------------------------
 
 
 @op(name="plan_orphaned_queues", out=Out(SweepPlan))
-def plan_orphaned_queues_op(context, aws: AwsClients, settings: FleetSettings) -> Output[SweepPlan]:
+def plan_orphaned_queues_op(context, aws: AwsClients, settings: FleetSettings) -> Any:
     """Find per-runner queues older than 24 h and tracking records idle > 24 h whose runner is gone; record the plan."""
-    return plan_output(context.log, find_and_plan(aws, settings))
+    yield from plan_output(context, find_and_plan(aws, settings))
 
 
 @op(ins={"plan": In(SweepPlan)})
@@ -284,7 +286,7 @@ def delete_orphaned_queues(context, config: SweepConfig, plan: SweepPlan, aws: A
         return result
 
     return guarded_act(context, plan, config, settings, aws, act, "OrphanedQueuesDeleted",
-                       metric_count=lambda a: deleted.get(a.resource, 0))
+                       metric_count=lambda a: deleted.get(a.resource, 0), interval_minutes=SCHEDULE_MINUTES)
 
 
 @job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_queues_sweep"})

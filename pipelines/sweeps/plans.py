@@ -1,10 +1,15 @@
-"""What every sweep shares: a plan (targets, kept-for-uncertainty) and the thin Dagster layer around it.
+"""What every sweep shares: a plan (targets, what it spared) and the thin Dagster layer around it.
 
 The rule of each sweep lives in its own module as plain functions that return a
-``SweepPlan`` and act on it. Here is what turns that into a guarded Dagster run: the plan
-is recorded as output metadata of the plan op (so the UI shows the last plan even when the
-act op is blocked), dry run stops after it, the blast radius fails the run before anything
-is touched, and the outcome (done, skipped at re-check, failed) is recorded and published.
+``SweepPlan`` and act on it. Here is what turns that into a guarded Dagster run:
+
+- the plan op records the plan as output metadata and materializes the sweep's plan asset,
+  ``<sweep job>_plan``, whose history holds each target's mark (first seen) and the plan
+  sizes the anomaly gate compares with (``pipelines.sweeps.observations``);
+- the act op refuses a plan over the blast radius or the anomaly gate, stops on dry run,
+  acts only on targets confirmed by two observations ``confirm_after_minutes`` apart
+  (first sightings are reported as ``marked``), and records and publishes the outcome
+  (done, skipped at re-check, failed).
 """
 
 from __future__ import annotations
@@ -12,14 +17,25 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import Failure, MetadataValue, Output
+from dagster import AssetKey, AssetMaterialization, Failure, MetadataValue, Output
 
 from pipelines.common.aws import Metric, put_metrics
 from pipelines.common.reporting import log_plan, outcome_metadata, plan_table
+from pipelines.common.contract import iso, md_cell, parse_iso
 from pipelines.common.safety import ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, is_dry_run
+from pipelines.sweeps.observations import (
+    HISTORY,
+    MAX_MARKS,
+    PlanRecord,
+    anomaly,
+    carry_marks,
+    confirmed,
+    pool_counts,
+)
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
@@ -53,6 +69,10 @@ class SweepPlan:
     actions: list[Any] = field(default_factory=list)  # PlannedAction
     kept: list[Kept] = field(default_factory=list)
     targets: dict[str, Any] = field(default_factory=dict)
+    # Filled by the plan op from the plan asset's history (empty outside a Dagster run).
+    observed_at: datetime | None = None
+    marks: dict[str, datetime] = field(default_factory=dict)  # target -> first seen, unbroken
+    history: list[PlanRecord] = field(default_factory=list)  # earlier plans, newest first
 
     @property
     def uncertain(self) -> list[Kept]:
@@ -66,8 +86,57 @@ def _kept_markdown(kept: list[Kept]) -> MetadataValue:
     return MetadataValue.md("\n".join(lines) or "none")
 
 
-def plan_output(log: Any, plan: SweepPlan) -> Output:
-    """Log the plan and return it as the plan op's output: every candidate with its outcome, as a table."""
+def plan_asset_key(job_name: str) -> AssetKey:
+    """The plan asset of a sweep job (contract): ``<sweep job>_plan``."""
+    return AssetKey(f"{job_name}_plan")
+
+
+def observation_time(context: Any) -> datetime:
+    """The schedule tick this run was started for, else now (see ``pipelines.sweeps.observations``)."""
+    tick = context.run.tags.get("dagster/scheduled_execution_time") if context.run else None
+    if tick:
+        try:
+            return parse_iso(tick)
+        except ValueError:
+            pass
+    return datetime.now(timezone.utc)
+
+
+def _record(materialization: Any) -> PlanRecord:
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    return PlanRecord(
+        observed_at=parse_iso(metadata["observed_at"]),
+        planned=int(metadata["planned"]),
+        pools={str(k): int(v) for k, v in (metadata.get("pools") or {}).items()},
+        marks={str(k): parse_iso(v) for k, v in (metadata.get("marks") or {}).items()},
+    )
+
+
+def read_history(instance: Any, key: AssetKey, log: Any) -> list[PlanRecord]:
+    """The sweep's earlier plans, newest first. Unreadable history is no history: every target is
+    then a first sighting (a delay, never an action) and the gate has nothing to compare with."""
+    try:
+        records = instance.fetch_materializations(key, limit=HISTORY).records
+    except Exception as error:  # storage trouble must not turn into action
+        log.warning(f"plan history of {key.to_user_string()} unreadable ({type(error).__name__}): "
+                    "every target is a first sighting")
+        return []
+    history: list[PlanRecord] = []
+    for record in records:
+        try:
+            history.append(_record(record.asset_materialization))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            log.warning(f"plan history of {key.to_user_string()}: an unreadable record skipped")
+    return history
+
+
+def plan_output(context: Any, plan: SweepPlan) -> Any:
+    """Log the plan, materialize the sweep's plan asset (marks, sizes), and output the plan."""
+    log = context.log
+    key = plan_asset_key(context.job_name)
+    plan.history = read_history(context.instance, key, log)
+    plan.observed_at = observation_time(context)
+    plan.marks = carry_marks(plan.targets, plan.history[0] if plan.history else None, plan.observed_at)
     log_plan(log, plan.kind, plan.actions, plan.found)
     outcomes = Counter(k.outcome for k in plan.kept)
     for kept in plan.kept:
@@ -78,18 +147,24 @@ def plan_output(log: Any, plan: SweepPlan) -> Output:
         (log.warning if kept.outcome == "uncertain" else log.info)(message)
     if outcomes["in use"]:
         log.info(f"{plan.kind}: kept {outcomes['in use']} in use (their runners are live)")
-    return Output(
-        plan,
-        metadata={
-            "plan": plan_table(plan.actions, [(k.resource, f"kept: {k.outcome}", k.reason, k.pool) for k in plan.kept]),
-            "found": plan.found,
-            "planned": len(plan.actions),
-            "kept_because_uncertain": outcomes["uncertain"],
-            "kept_protected": outcomes["protected"],
-            "kept_in_use": outcomes["job running"] + outcomes["in use"],
-            "kept": _kept_markdown(plan.kept),
-        },
-    )
+    table = plan_table(plan.actions, [(k.resource, f"kept: {k.outcome}", k.reason, k.pool) for k in plan.kept],
+                       marks={t: iso(m) for t, m in plan.marks.items()})
+    counts: dict[str, Any] = {
+        "found": plan.found,
+        "planned": len(plan.actions),
+        "kept_because_uncertain": outcomes["uncertain"],
+        "kept_protected": outcomes["protected"],
+        "kept_in_use": outcomes["job running"] + outcomes["in use"],
+    }
+    marks = dict(list(plan.marks.items())[:MAX_MARKS])
+    yield AssetMaterialization(asset_key=key, description=f"{plan.kind} plan", metadata={
+        **counts,
+        "plan": table,
+        "observed_at": iso(plan.observed_at),
+        "pools": MetadataValue.json(pool_counts(a.pool for a in plan.actions)),
+        "marks": MetadataValue.json({t: iso(m) for t, m in marks.items()}),
+    })
+    yield Output(plan, metadata={**counts, "plan": table, "kept": _kept_markdown(plan.kept)})
 
 
 def metrics_by_pool(name: str, result: ActResult, count: Callable[[Any], int] = lambda a: 1) -> list[Metric]:
@@ -102,6 +177,19 @@ def metrics_by_pool(name: str, result: ActResult, count: Callable[[Any], int] = 
     return [Metric(name, value, pool=pool) for pool, value in sorted(per_pool.items(), key=lambda kv: kv[0] or "")]
 
 
+def split_confirmed(plan: SweepPlan, window_minutes: int) -> tuple[SweepPlan, list[tuple[Any, datetime]]]:
+    """The plan restricted to targets confirmed by two observations, and the first sightings (action, marked since)."""
+    observed = plan.observed_at or datetime.now(timezone.utc)
+    marks = plan.marks or {t: observed for t in plan.targets}  # no marks recorded: all first sightings
+    ready, _ = confirmed(marks, observed, window_minutes)
+    go = [a for a in plan.actions if a.resource in ready]
+    waiting = [(a, marks.get(a.resource, observed)) for a in plan.actions if a.resource not in ready]
+    confirmed_plan = SweepPlan(kind=plan.kind, found=plan.found, actions=go, kept=plan.kept,
+                               targets={a.resource: plan.targets[a.resource] for a in go},
+                               observed_at=plan.observed_at, marks=plan.marks, history=plan.history)
+    return confirmed_plan, waiting
+
+
 def guarded_act(
     context: Any,
     plan: SweepPlan,
@@ -111,29 +199,47 @@ def guarded_act(
     act: Callable[[SweepPlan], ActResult],
     metric: str,
     metric_count: Callable[[Any], int] = lambda a: 1,
+    *,
+    interval_minutes: int,
 ) -> Output:
-    """Dry run → stop; blast radius → fail naming the counts; else act, publish the metric, record the outcome."""
+    """Blast radius and anomaly gate → fail naming the counts; dry run → stop; else act on the targets
+    two observations confirm, publish the metric, record the outcome (first sightings as marked)."""
     log = context.log
     planned = len(plan.actions)
+    window = interval_minutes if config.confirm_after_minutes is None else config.confirm_after_minutes
     blocked: str | None = None
     try:
         check_blast_radius(plan.kind, planned, plan.found, config.max_actions, config.max_fraction)
     except BlastRadiusExceeded as error:
         blocked = str(error)
+    blocked = blocked or anomaly(plan.kind, planned, pool_counts(a.pool for a in plan.actions), plan.history,
+                                 config.anomaly_factor)
+    go, waiting = split_confirmed(plan, window)
+    marked = {"marked": len(waiting), "confirm_after_minutes": window,
+              "marked_targets": MetadataValue.md("\n".join(
+                  f"- {md_cell(a.resource)}: marked since {iso(since)}" for a, since in waiting[:MAX_KEPT_ROWS])
+                  or "none")}
     if is_dry_run(config.dry_run, settings):
         source = "run config" if config.dry_run else "RUNS_FLEET_DRY_RUN=true"
         log.info(f"{plan.kind}: dry run ({source}): stopping after the plan; {planned} action(s) not taken")
         if blocked:
             log.warning(f"{plan.kind}: a real run would be blocked: {blocked}")
-        return Output(None, metadata={"dry_run": True, "would_act": planned, "would_be_blocked": blocked or "no"})
+        return Output(None, metadata={"dry_run": True, "would_act": planned, "confirmed": len(go.actions), **marked,
+                                      "would_be_blocked": blocked or "no"})
     if blocked:
         log.error(blocked)
         raise Failure(
             description=blocked,
             metadata={"planned": planned, "found": plan.found, "max_actions": config.max_actions,
-                      "max_fraction": config.max_fraction},
+                      "max_fraction": config.max_fraction, "anomaly_factor": config.anomaly_factor,
+                      "recent_plans": MetadataValue.json([h.planned for h in plan.history])},
             allow_retries=False,
         )
+    for action, since in waiting:
+        log.info(f"{plan.kind}: marked {action.resource} (in the plans since {iso(since)}); acted on once it has "
+                 f"been in them for {window} min")
+    plan = go
+    planned = len(plan.actions)
     if not planned:
         log.info(f"{plan.kind}: nothing to do")
     result = act(plan)
@@ -149,7 +255,7 @@ def guarded_act(
     except (ClientError, BotoCoreError) as error:
         # The actions are done; a lost datum must not turn a finished cleanup into a failed run.
         log.warning(f"{plan.kind}: could not publish {metric}: {error}")
-    metadata: Mapping[str, Any] = outcome_metadata(result)
+    metadata: Mapping[str, Any] = {**outcome_metadata(result), **marked}
     if result.failed:
         raise Failure(
             description=f"{plan.kind}: {len(result.failed)} action(s) failed; a re-run retries them", metadata=metadata

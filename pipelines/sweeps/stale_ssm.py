@@ -143,6 +143,8 @@ def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> A
     return result
 
 
+SCHEDULE_MINUTES = 60  # the schedule below; also the default two-observation window
+
 # --- Dagster layer --------------------------------------------------------------------------
 
 
@@ -157,9 +159,9 @@ class StaleSsmPlanConfig(Config):
 
 
 @op(name="plan_stale_ssm", out=Out(SweepPlan))
-def plan_stale_ssm_op(context, config: StaleSsmPlanConfig, aws: AwsClients, settings: FleetSettings) -> Output[SweepPlan]:
+def plan_stale_ssm_op(context, config: StaleSsmPlanConfig, aws: AwsClients, settings: FleetSettings) -> Any:
     """Find runner parameters older than min_age_minutes whose runner (EC2 or ECS) is gone; record the plan."""
-    return plan_output(context.log, find_and_plan(aws, settings, config.min_age_minutes))
+    yield from plan_output(context, find_and_plan(aws, settings, config.min_age_minutes))
 
 
 @op(ins={"plan": In(SweepPlan)})
@@ -167,7 +169,7 @@ def delete_stale_parameters(context, config: SweepConfig, plan: SweepPlan, aws: 
                             settings: FleetSettings) -> Output:
     """Delete the planned parameters (10 a call) after re-checking their runners; dry run and blast radius guard it."""
     return guarded_act(context, plan, config, settings, aws, lambda p: delete_stale(aws, settings, p),
-                       "SSMParametersDeleted")
+                       "SSMParametersDeleted", interval_minutes=SCHEDULE_MINUTES)
 
 
 @job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "stale_ssm_sweep"})

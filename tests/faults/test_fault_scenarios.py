@@ -99,7 +99,7 @@ def build_orphaned_instances(aws, settings):
 
 
 def run_orphaned_instances(aws, settings):
-    return _execute(oi.orphaned_instances_sweep, aws, settings, {"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0}}}})
+    return _execute(oi.orphaned_instances_sweep, aws, settings, {"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0}}}})
 
 
 # stale SSM: four dead runners' old parameters, a live runner's, a young one
@@ -112,7 +112,7 @@ def build_stale_ssm(aws, settings):
 
 def run_stale_ssm(aws, settings):
     return _execute(stale_ssm.stale_ssm_sweep, aws, settings,
-                    {"ops": {stale_ssm.ACT_OP: {"config": {"max_fraction": 1.0}}}})
+                    {"ops": {stale_ssm.ACT_OP: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0}}}})
 
 
 # orphaned queues: two gone runners' old queue sets (one holding messages), a live runner's, a young one
@@ -128,7 +128,7 @@ def build_orphaned_queues(aws, settings):
 
 
 def run_orphaned_queues(aws, settings):
-    return _execute(oq.orphaned_queues_sweep, aws, settings, {"ops": {oq.ACT_OP: {"config": {"max_fraction": 1.0}}}})
+    return _execute(oq.orphaned_queues_sweep, aws, settings, {"ops": {oq.ACT_OP: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0}}}})
 
 
 # archival: one day of 12 finished jobs and two running ones

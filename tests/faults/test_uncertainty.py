@@ -30,7 +30,7 @@ from tests.faults.conftest import _Raw
 def _run(aws, settings):
     instance = DagsterInstance.ephemeral()
     result = oi.orphaned_instances_sweep.execute_in_process(
-        run_config={"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0}}}},
+        run_config={"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0}}}},
         resources={"aws": aws, "settings": settings}, instance=instance, raise_on_error=False,
     )
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]

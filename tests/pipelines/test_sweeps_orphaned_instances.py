@@ -24,7 +24,7 @@ def states(aws, ids):
 
 def run_sweep(aws, settings, **act_config):
     return oi.orphaned_instances_sweep.execute_in_process(
-        run_config={"ops": {oi.ACT_OP: {"config": act_config}}},
+        run_config={"ops": {oi.ACT_OP: {"config": {"confirm_after_minutes": 0, **act_config}}}},
         resources={"aws": aws, "settings": settings}, raise_on_error=False,
     )
 

@@ -66,7 +66,7 @@ def test_rule_boundaries_archive_and_tracking_records(aws, settings):
     track(aws, settings, fleet.busy[1], 30)  # tracking record of a live runner: kept
 
     result = oq.orphaned_queues_sweep.execute_in_process(
-        run_config={"ops": {oq.ACT_OP: {"config": {"max_fraction": 1.0}}}},
+        run_config={"ops": {oq.ACT_OP: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0}}}},
         resources={"aws": aws, "settings": settings}, raise_on_error=False,
     )
     assert result.success

@@ -19,7 +19,7 @@ def remaining(aws, settings):
 
 
 def run_sweep(aws, settings, plan_config=None, **act_config):
-    run_config = {"ops": {stale_ssm.ACT_OP: {"config": act_config}}}
+    run_config = {"ops": {stale_ssm.ACT_OP: {"config": {"confirm_after_minutes": 0, **act_config}}}}
     if plan_config:
         run_config["ops"][stale_ssm.PLAN_OP] = {"config": plan_config}
     return stale_ssm.stale_ssm_sweep.execute_in_process(

@@ -72,7 +72,7 @@ def race(mutate, *, deny_jobs_after=False):
 def sweep(job, act_op, settings, **config):
     """Run a sweep job with fresh clients (they carry the race hooks), blast radius opened."""
     return job.execute_in_process(
-        run_config={"ops": {act_op: {"config": {"max_fraction": 1.0, **config}}}},
+        run_config={"ops": {act_op: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0, **config}}}},
         resources={"aws": load_aws_clients(), "settings": settings}, raise_on_error=False,
     )
 
@@ -249,7 +249,7 @@ def test_no_protected_busy_or_uncertain_instance_is_ever_terminated(moto_url, fl
 
     with race(mutate):
         result = oi.orphaned_instances_sweep.execute_in_process(
-            run_config={"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0}}}},
+            run_config={"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0, "confirm_after_minutes": 0}}}},
             resources={"aws": load_aws_clients(), "settings": settings}, raise_on_error=False)
     assert result.success
     # The world now is the world at act time (terminating changes no tag or record).
