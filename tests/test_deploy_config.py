@@ -1,4 +1,8 @@
-"""The production instance config (infra/dagster.yaml) and the sandbox's pass Dagster's own config validation."""
+"""The production instance config (infra/dagster.yaml) and the sandbox's pass Dagster's own config validation.
+
+Run concurrency is in Dagster 1.13's ``concurrency: runs:`` form; the instance, not only the
+YAML, must read "one run per runs-fleet/exclusive value at a time" from it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster_aws.ecs import EcsRunLauncher
@@ -22,7 +27,7 @@ def load(tmp_path: Path, source: Path) -> dict:
 
 
 def test_production_instance_config_validates(tmp_path, monkeypatch):
-    for var in ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+    for var in ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB", "DAGSTER_PG_PORT"):
         monkeypatch.setenv(var, "x")
     config = load(tmp_path, ROOT / "infra" / "dagster.yaml")
     postgres = config["storage"]["postgres"]
@@ -33,14 +38,24 @@ def test_production_instance_config_validates(tmp_path, monkeypatch):
     result = validate_config(EcsRunLauncher.config_type(), launcher["config"])
     assert result.success, result.errors
     assert config["run_retries"]["enabled"] is True
-    (limit,) = config["run_queue"]["tag_concurrency_limits"]
-    assert limit == {"key": "runs-fleet/exclusive", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert "run_queue" not in config, "the legacy run_queue key; use concurrency: runs:"
+    (limit,) = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert limit == EXCLUSIVE_LIMIT
 
 
-def test_sandbox_instance_config_has_the_same_queue_limits(tmp_path):
+EXCLUSIVE_LIMIT = {"key": "runs-fleet/exclusive", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+
+
+def test_sandbox_instance_applies_the_same_run_limits(tmp_path):
     sandbox = load(tmp_path, ROOT / "sandbox" / "dagster.yaml")
     production = yaml_load(ROOT / "infra" / "dagster.yaml")
-    assert sandbox["run_queue"]["tag_concurrency_limits"] == production["run_queue"]["tag_concurrency_limits"]
+    assert "run_queue" not in sandbox
+    assert sandbox["concurrency"]["runs"]["tag_concurrency_limits"] == production["concurrency"]["runs"]["tag_concurrency_limits"]
+    # What the run queue daemon will use, as the instance reads it (not just the YAML).
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+    assert queue.tag_concurrency_limits == [EXCLUSIVE_LIMIT]
+    assert queue.max_concurrent_runs == sandbox["concurrency"]["runs"]["max_concurrent_runs"]
 
 
 def test_a_bad_instance_config_is_refused(tmp_path):
