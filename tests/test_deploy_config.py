@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster import DagsterInstance
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config
@@ -76,3 +77,56 @@ def yaml_load(path: Path) -> dict:
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def _snake(values: dict) -> dict:
+    """The chart's camelCase instance settings as dagster.yaml keys (what its templates render)."""
+    import re
+
+    def key(k: str) -> str:
+        return k if k == "applyLimitPerUniqueValue" else re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower()
+
+    if isinstance(values, dict):
+        return {key(k): _snake(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_snake(v) for v in values]
+    return values
+
+
+def test_helm_values_say_what_the_ecs_instance_says(tmp_path):
+    """infra/helm/values.yaml: the same run limits, monitoring and retries, rendered and validated by Dagster.
+
+    The K8sRunLauncher section needs dagster-k8s, which this project does not install; the
+    instance sections the chart renders from these values are validated here offline.
+    """
+    values = yaml_load(ROOT / "infra" / "helm" / "values.yaml")
+    production = yaml_load(ROOT / "infra" / "dagster.yaml")
+    daemon = values["dagsterDaemon"]
+    rendered = {
+        "concurrency": _snake(values["concurrency"]),
+        "run_monitoring": _snake(daemon["runMonitoring"]),
+        "run_retries": _snake(daemon["runRetries"]),
+        "telemetry": values["telemetry"],
+    }
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(rendered))
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["concurrency"] == production["concurrency"]
+    assert config["run_retries"] == production["run_retries"]
+    for name in ("enabled", "start_timeout_seconds", "poll_interval_seconds"):
+        assert config["run_monitoring"][name] == production["run_monitoring"][name], name
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert {"name": "DAGSTER_DEPLOYMENT", "value": "prod"} in deployment["env"]
+    run_account = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]
+    assert run_account["serviceAccountName"] == deployment["serviceAccountName"] != values["serviceAccount"]["name"]
+
+
+def test_production_workspace_points_at_the_code_server():
+    workspace = yaml_load(ROOT / "infra" / "workspace.yaml")
+    (entry,) = workspace["load_from"]
+    assert set(entry) == {"grpc_server"}
+    assert entry["grpc_server"]["location_name"] == "runs-fleet-housekeeping"
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    assert "COPY infra/workspace.yaml ./workspace.yaml" in dockerfile
+    assert "DAGSTER_DEPLOYMENT=prod" in dockerfile
