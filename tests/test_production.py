@@ -147,22 +147,24 @@ def _start(name: str, command: list[str], env: dict[str, str], logs: Path) -> su
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
+def _stop_groups(pids: list[int], grace_s: float = 5.0) -> None:
+    """SIGTERM every process group at once, SIGKILL what is left after ``grace_s``."""
+    def signal_all(sig: int) -> list[int]:
+        alive = []
+        for pid in pids:
+            try:
+                os.killpg(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        return alive
+
+    pids = signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pids and time.monotonic() < deadline:
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        pids = signal_all(0)
+    signal_all(signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +209,12 @@ def deployment(moto_url, tmp_path_factory) -> Iterator[Deployment]:
         deployment = Deployment(env=env, home=home, web_port=web_port, logs=logs, instance=instance)
 
         def stop_everything() -> None:
-            for process in reversed(deployment.processes):
-                _stop_group(process.pid)
             # Run workers are process groups of their own (as ECS tasks outlive the daemon).
-            for record in instance.get_run_records():
-                pid = record.dagster_run.tags.get(PID_TAG)
-                if pid:
-                    _stop_group(int(pid))
+            workers = [int(r.dagster_run.tags[PID_TAG]) for r in instance.get_run_records()
+                       if r.dagster_run.tags.get(PID_TAG)]
+            _stop_groups([p.pid for p in deployment.processes] + workers)
+            for process in deployment.processes:
+                process.wait(timeout=30)  # reap
 
         stack.callback(stop_everything)
 
