@@ -3,8 +3,11 @@
 Everything is assembled here, by static imports: each capability under ``pipelines/``
 exports its ``defs`` (jobs, schedules, assets) plus the ``JOBS`` and ``REQUESTS`` that the
 housekeeping queue may start; the sensors are factories called here, so no capability
-imports a sensor and no sensor imports a capability. Loading this module validates the
-environment: a bad RUNS_FLEET_* or AWS_* value fails here, naming the variable.
+imports a sensor and no sensor imports a capability. The resources are the two every piece
+uses, locked against run config, and the IO manager of the deployment
+(``DAGSTER_DEPLOYMENT=local|prod``: local disk or S3, see resources/io.py). Loading this
+module validates the environment: a bad RUNS_FLEET_*, AWS_* or DAGSTER_DEPLOYMENT value
+fails here, naming the variable.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dagster import Definitions
 
 from pipelines import archival, audit, sweeps, termination
 from resources import deployment_resources, load_aws_clients, load_settings
+from resources.io import load_io_manager
 from sensors.housekeeping import build_housekeeping_sensor
 from sensors.termination import build_termination_sensor
 
@@ -28,5 +32,6 @@ defs = Definitions.merge(
     termination.defs,
     Definitions(sensors=[housekeeping_queue_sensor, termination_queue_sensor]),
     # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run elsewhere.
-    Definitions(resources=deployment_resources(load_aws_clients(), load_settings())),
+    Definitions(resources={**deployment_resources(load_aws_clients(), load_settings()),
+                           "io_manager": load_io_manager()}),
 )

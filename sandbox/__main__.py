@@ -2,7 +2,7 @@
 
 `run` makes sure a sandbox moto server is up (starting `serve` in the background if not),
 then starts the Dagster UI on it in the foreground. `serve` is that background process: it
-runs moto in-process (backdating needs that), deploys infra/template.yaml, seeds the demo
+runs moto in-process (backdating needs that), deploys infra/fleet.yaml and infra/template.yaml, seeds the demo
 fleet once, and keeps serving. Re-running `make run` reuses a server that is still up, with
 its fleet; `make stop` ends it. Everything it writes stays under the project folder.
 """
@@ -98,7 +98,7 @@ def ensure_server(port: int, timeout_s: float = 300) -> dict:
         os.kill(int(old["pid"]), signal.SIGTERM)
     STATE_DIR.mkdir(exist_ok=True)
     STATE_FILE.unlink(missing_ok=True)
-    print(f"Starting a moto server on 127.0.0.1:{port}, deploying infra/template.yaml and seeding the demo fleet...")
+    print(f"Starting a moto server on 127.0.0.1:{port}, deploying infra/fleet.yaml and infra/template.yaml and seeding the demo fleet...")
     with LOG_FILE.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "sandbox", "serve", "--moto-port", str(port)],

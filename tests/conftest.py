@@ -29,7 +29,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture()
 def stack(moto_url: str) -> dict[str, str]:
-    """Reset moto and deploy infra/template.yaml through CloudFormation; returns the stack outputs."""
+    """Reset moto and deploy infra/fleet.yaml and infra/template.yaml through CloudFormation; returns the stacks' outputs."""
     from resources import load_aws_clients
     from sandbox.deploy import deploy_stack
 

@@ -1,4 +1,6 @@
-"""infra/template.yaml deploys through CloudFormation and creates every contract resource as specified."""
+"""infra/: the fleet template (fleet.yaml) creates every contract resource as specified; the housekeeping
+stack (template.yaml) creates none of them, only policies, roles, alarms and a dashboard; both pass cfn-lint.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 
 import yaml
 
-from sandbox.deploy import TEMPLATE_PATH
+from sandbox.deploy import FLEET_TEMPLATE_PATH, TEMPLATE_PATH
 
 
 def attrs(aws, name: str) -> dict[str, str]:
@@ -91,4 +93,61 @@ def test_redeploy_reuses_the_stack(aws, stack):
     again = deploy_stack(aws.client("cloudformation"), aws.dynamodb)
     assert again == stack
     stacks = aws.client("cloudformation").describe_stacks()["Stacks"]
-    assert len(stacks) == 1
+    assert sorted(s["StackName"] for s in stacks) == ["runs-fleet", "runs-fleet-housekeeping"]
+
+
+FLEET_TYPES = {"AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::ECS::Cluster"}
+
+
+def test_the_housekeeping_stack_creates_no_fleet_resource():
+    """What a user deploys into an account whose fleet exists must not create its tables, queues or bucket."""
+    housekeeping = yaml.safe_load(TEMPLATE_PATH.read_text())["Resources"]
+    assert not {r["Type"] for r in housekeeping.values()} & FLEET_TYPES
+    fleet = yaml.safe_load(FLEET_TEMPLATE_PATH.read_text())["Resources"]
+    assert {r["Type"] for r in fleet.values()} == FLEET_TYPES
+    # The fleet's names are parameters of both, with the contract's defaults.
+    fleet_params = yaml.safe_load(FLEET_TEMPLATE_PATH.read_text())["Parameters"]
+    housekeeping_params = yaml.safe_load(TEMPLATE_PATH.read_text())["Parameters"]
+    for name, spec in fleet_params.items():
+        assert housekeeping_params[name]["Default"] == spec["Default"], name
+
+
+def test_runs_and_the_daemon_hold_separate_roles(aws, stack):
+    """Runs hold the housekeeping policy (and the IO manager's objects); the daemon only its run launcher's."""
+    iam = aws.client("iam")
+    for output in ("RunTaskRoleArn", "DaemonTaskRoleArn"):
+        iam.get_role(RoleName=stack[output].rsplit("/", 1)[1])  # deployed
+    # moto's CloudFormation does not attach ManagedPolicyArns, so the attachments are read from the template.
+    template = yaml.safe_load(TEMPLATE_PATH.read_text())["Resources"]
+    assert template["RunTaskRole"]["Properties"]["ManagedPolicyArns"] == [
+        {"Ref": "HousekeepingPolicy"}, {"Ref": "DagsterIoPolicy"}]
+    assert template["DaemonTaskRole"]["Properties"]["ManagedPolicyArns"] == [{"Ref": "DaemonLaunchPolicy"}]
+    statements = template["DaemonLaunchPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    actions = {a for s in statements for a in s["Action"]}
+    assert actions.isdisjoint(a for s in template["HousekeepingPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+                              for a in s["Action"] if not a.startswith("ecs:Describe"))
+    (pass_role,) = [s for s in statements if "iam:PassRole" in s["Action"]]
+    assert pass_role["Resource"][0] == {"Fn::GetAtt": ["RunTaskRole", "Arn"]}
+
+
+def test_alarms_and_dashboard_are_defined():
+    resources = yaml.safe_load(TEMPLATE_PATH.read_text())["Resources"]
+    alarms = {k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms == {"TerminationDlqDepthAlarm", "HousekeepingDlqDepthAlarm", "TerminationDlqRateAlarm",
+                      "TerminationOldestMessageAlarm", "TerminationQueueGrowthAlarm"}
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body.replace("${AWS::Region}", "us-east-1").replace("${MetricsNamespace}", "RunsFleet"))
+    shown = json.dumps(widgets)
+    for metric in ("JobDuration", "JobSuccess", "JobFailure", "OrphanedInstancesTerminated", "SSMParametersDeleted",
+                   "OrphanedQueuesDeleted", "StuckJobsInterrupted", "JobRecordsArchived", "PoolIdleCost",
+                   "PoolComputeCost", "PoolUtilization", "QueueDepth", "DLQDepth"):
+        assert metric in shown, metric
+
+
+def test_both_templates_pass_cfn_lint():
+    from cfnlint.api import lint_all
+
+    for path in (TEMPLATE_PATH, FLEET_TEMPLATE_PATH):
+        # Errors and warnings, as the cfn-lint command reports by default (informational rules are opt-in).
+        matches = [m for m in lint_all(path.read_text()) if m.rule.id[0] in "EW"]
+        assert not matches, f"{path.name}: " + "\n".join(str(m) for m in matches)
