@@ -43,7 +43,7 @@ from resources.settings import FleetSettings
 
 # One line per capability that can be requested: the module exports REQUESTS and JOBS.
 REQUEST_MODULES: list[str] = [
-    "pipelines.sweeps",  # orphaned_instances, stale_ssm, orphaned_queues
+    "pipelines.sweeps",  # orphaned_instances, stale_ssm, orphaned_queues, stuck_jobs
     "pipelines.archival",  # old_jobs
     "pipelines.audit",  # pool_audit, queue_health
 ]

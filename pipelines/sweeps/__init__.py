@@ -1,4 +1,4 @@
-"""Housekeeping sweeps: orphaned instances, stale SSM parameters, orphaned queues.
+"""Housekeeping sweeps: orphaned instances, stale SSM parameters, orphaned queues, stuck jobs.
 
 Each module holds one contract rule as plain find / plan / act functions plus its Dagster
 plan op → act op job and schedule (all schedules default to STOPPED: an operator turns a
@@ -12,15 +12,23 @@ from typing import Any
 from dagster import Definitions
 
 from pipelines.common.requests import RequestableJob
-from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm
+from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm, stuck_jobs
 
-JOBS = [orphaned_instances.orphaned_instances_sweep, stale_ssm.stale_ssm_sweep, orphaned_queues.orphaned_queues_sweep]
+JOBS = [
+    orphaned_instances.orphaned_instances_sweep,
+    stale_ssm.stale_ssm_sweep,
+    orphaned_queues.orphaned_queues_sweep,
+    stuck_jobs.stuck_jobs_sweep,
+]
 SCHEDULES = [
     orphaned_instances.orphaned_instances_schedule,
     stale_ssm.stale_ssm_schedule,
     orphaned_queues.orphaned_queues_schedule,
+    stuck_jobs.stuck_jobs_schedule,
 ]
-REQUESTS: list[RequestableJob] = [orphaned_instances.REQUEST, stale_ssm.REQUEST, orphaned_queues.REQUEST]
+REQUESTS: list[RequestableJob] = [
+    orphaned_instances.REQUEST, stale_ssm.REQUEST, orphaned_queues.REQUEST, stuck_jobs.REQUEST,
+]
 
 _defs: Definitions | None = None
 
