@@ -76,7 +76,7 @@ def set_instance_states(instance_ids: Iterable[str], state: str, region: str) ->
     from moto.ec2.models import ec2_backends
 
     backend = ec2_backends[MOTO_ACCOUNT_ID][region]
-    by_id = {instance.id: instance for reservation in backend.reservations.values() for instance in reservation.instances}
+    by_id = {i.id: i for reservation in backend.reservations.values() for i in reservation.instances}
     codes = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
     for instance_id in instance_ids:
         instance = by_id.get(instance_id)

@@ -287,3 +287,27 @@ def test_a_late_termination_message_records_the_real_status_over_the_sweeps(aws,
     record = get_job(aws, settings, "late")
     assert record["status"] == "completed", record
     assert record["exit_code"] == "0" and record["completed_at"] == message["completed_at"]
+
+
+def test_completed_at_of_an_ecs_runner_is_its_stopped_at(aws, settings):
+    """moto leaves stoppedAt out of DescribeTasks; AWS sets it. A hook adds it to the answer as AWS would."""
+    _, stopped = ecs_tasks(aws, settings)
+    put_job(aws, settings, "ecs-job", instance_id=stopped, pool="ecs")
+    stopped_at = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(microsecond=0)
+
+    def add_stopped_at(parsed, **_):
+        for task in parsed.get("tasks", []):
+            if task.get("lastStatus") == "STOPPED":
+                task["stoppedAt"] = stopped_at
+
+    def observe(client):
+        if client.meta.service_model.service_name == "ecs":
+            client.meta.events.register("after-call.ecs.DescribeTasks", add_stopped_at)
+
+    remove = add_client_observer(observe)
+    try:
+        result = run_sweep(load_aws_clients(), settings)
+    finally:
+        remove()
+    assert result.success
+    assert get_job(aws, settings, "ecs-job")["completed_at"] == stopped_at.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -42,7 +42,8 @@ def race(after_plan=None, before_update=None, hide_from_plan=()):
     def on_describe(parsed, **_):
         if hide_from_plan and not seen["after_plan"]:
             for reservation in parsed.get("Reservations", []):
-                reservation["Instances"] = [i for i in reservation["Instances"] if i["InstanceId"] not in hide_from_plan]
+                listed = reservation["Instances"]
+                reservation["Instances"] = [i for i in listed if i["InstanceId"] not in hide_from_plan]
 
     def observe(client):
         name = client.meta.service_model.service_name
