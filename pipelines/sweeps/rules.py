@@ -172,6 +172,13 @@ class JobRecord:
     pool: str | None = None
 
 
+def shown(text: str | None) -> str:
+    """A value read from a record, fit for one log line: as is when plain, else quoted and cut (no newline in it)."""
+    if text is not None and text.isprintable() and " " not in text and len(text) <= 80:
+        return text
+    return repr(text if text is None else text[:80])
+
+
 def iso_utc(when: datetime) -> str:
     """The contract's time format, to the second: 2026-11-22T10:05:14Z."""
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -212,7 +219,7 @@ def stuck_job_precheck(job: JobRecord, grace_minutes: int, now: datetime) -> Dec
     if job.status is None:
         return Decision("uncertain", "record has no status")
     if job.status != "running":
-        return Decision("not running", f"job is {job.status!r}")
+        return Decision("not running", f"job is {shown(job.status)}")
     started, problem = parse_started_at(job.started_at, now)
     if started is None:
         return Decision("uncertain", f"{problem}: cannot tell how long it has run")
@@ -233,13 +240,13 @@ def decide_stuck_job(job: JobRecord, runner: Liveness | None, grace_minutes: int
     settled = stuck_job_precheck(job, grace_minutes, now)
     if settled is not None:
         return settled
-    runner_id = job.instance_id
+    runner_id = shown(job.instance_id)
     if runner is None:
         return Decision("uncertain", f"runner {runner_id} was not looked up")
     age = f"running since {job.started_at} (> {grace_minutes} min)"
     if runner.state == "gone":
         return Decision("interrupt", f"{age}; runner {runner_id}: {runner.why}")
-    if runner.state == "live" and runner_id.startswith("i-"):
+    if runner.state == "live" and (job.instance_id or "").startswith("i-"):
         if runner.aws_state in STUCK_GONE_EC2_STATES:
             return Decision("interrupt", f"{age}; runner {runner_id}: instance {runner.aws_state}")
         if runner.aws_state in STUCK_UNSURE_EC2_STATES:

@@ -104,6 +104,11 @@ def plan_stuck_jobs(jobs: list[JobRecord], liveness: Mapping[str, Liveness], gra
     """Apply the rule: every running job past the grace is in the plan, to interrupt or kept with its category."""
     plan = SweepPlan(kind=KIND, found=len(jobs))
     for record in sorted(jobs, key=lambda j: j.job_id):
+        if rules.shown(record.job_id) != record.job_id:
+            # Its id would be the action's resource, logged as is: a newline in it would forge a log line.
+            plan.kept.append(Kept(rules.shown(record.job_id), "uncertain",
+                                  "job_id is blank, too long or holds control characters: not touched", record.pool))
+            continue
         runner = liveness.get(record.instance_id) if record.instance_id else None
         decision = rules.decide_stuck_job(record, runner, grace_minutes, now)
         if decision.outcome in ("not running", "not stuck"):
@@ -153,11 +158,12 @@ def recheck(aws: AwsClients, settings: FleetSettings, targets: Mapping[str, Stuc
         if record is None:
             changed[job_id] = "job record no longer in the table"
         elif record.status != "running":
-            changed[job_id] = f"job is now {record.status!r}" if record.status else "job record lost its status"
+            changed[job_id] = f"job is now {rules.shown(record.status)}" if record.status else "job lost its status"
         elif record.started_at != target.started_at:
-            changed[job_id] = f"started_at changed from {target.started_at} to {record.started_at} (restarted)"
+            changed[job_id] = (f"started_at changed from {target.started_at} to {rules.shown(record.started_at)} "
+                               "(restarted)")
         elif record.instance_id != target.instance_id:
-            changed[job_id] = f"instance_id changed from {target.instance_id} to {record.instance_id}"
+            changed[job_id] = f"instance_id changed from {target.instance_id} to {rules.shown(record.instance_id)}"
         else:
             unchanged[job_id] = record
     liveness = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster,
@@ -200,8 +206,8 @@ def mark_interrupted(dynamodb: Any, jobs_table: str, job_id: str, target: StuckT
         if not old:
             return "changed just before the update: job record no longer in the table"
         record = job_record(old)  # only the fields the rule reads are named, never the record
-        return (f"changed just before the update (conditional check failed): status {record.status!r}, "
-                f"started_at {record.started_at}, instance_id {record.instance_id}")
+        return (f"changed just before the update (conditional check failed): status {rules.shown(record.status)}, "
+                f"started_at {rules.shown(record.started_at)}, instance_id {rules.shown(record.instance_id)}")
     return None
 
 

@@ -311,3 +311,18 @@ def test_completed_at_of_an_ecs_runner_is_its_stopped_at(aws, settings):
         remove()
     assert result.success
     assert get_job(aws, settings, "ecs-job")["completed_at"] == stopped_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_record_text_cannot_forge_a_log_line(aws, settings, capsys):
+    put_job(aws, settings, "j\nINJECTED fake line", instance_id=UNKNOWN_EC2)
+    put_job(aws, settings, "odd-runner", instance_id="i-0\nINJECTED fake line")
+    put_job(aws, settings, "odd-start", instance_id=UNKNOWN_EC2, started_at="2026-01-01\nINJECTED fake line")
+    put_job(aws, settings, "stuck", instance_id=UNKNOWN_EC2)
+    result = run_sweep(aws, settings)
+    assert result.success
+    plan = result.output_for_node(sj.PLAN_OP)
+    assert [a.resource for a in plan.actions] == ["stuck"]
+    assert {k.outcome for k in plan.kept} == {"uncertain"} and len(plan.kept) == 3
+    assert get_job(aws, settings, "j\nINJECTED fake line")["status"] == "running"
+    _, err = capsys.readouterr()
+    assert "\nINJECTED" not in err and "INJECTED fake line" in err  # logged, quoted, on its own line

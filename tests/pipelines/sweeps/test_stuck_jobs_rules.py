@@ -67,9 +67,12 @@ TASK = "4f1c0a9b8e7d6c5b4a39281706f5e4d3"
     (job(instance_id=None), EC2_TERMINATED, "uncertain", "no instance_id"),
     (job(instance_id="  "), EC2_TERMINATED, "uncertain", "no instance_id"),
     (job(status=None), EC2_TERMINATED, "uncertain", "no status"),
-    (job(status="completed"), EC2_TERMINATED, "not running", "'completed'"),
-    (job(status="interrupted"), EC2_TERMINATED, "not running", "'interrupted'"),
-    (job(status="RUNNING"), EC2_TERMINATED, "not running", "'RUNNING'"),
+    (job(status="completed"), EC2_TERMINATED, "not running", "job is completed"),
+    (job(status="interrupted"), EC2_TERMINATED, "not running", "job is interrupted"),
+    (job(status="RUNNING"), EC2_TERMINATED, "not running", "job is RUNNING"),
+    (job(status="running\nINJECTED"), EC2_TERMINATED, "not running", "'running\\nINJECTED'"),
+    # a record's text never reaches a log line raw
+    (job(instance_id="i-\nINJECTED"), Liveness("uncertain", "not an id"), "uncertain", "'i-\\nINJECTED'"),
     (job(started_at=None), EC2_TERMINATED, "uncertain", "no started_at"),
 ])
 def test_stuck_job_rule(record, runner, outcome, why):
@@ -77,6 +80,7 @@ def test_stuck_job_rule(record, runner, outcome, why):
     assert decision.outcome == outcome, decision
     assert why in decision.reason, decision
     assert decision.acts is (outcome == "interrupt")
+    assert "\n" not in decision.reason
 
 
 @pytest.mark.parametrize(("raw", "problem"), [
