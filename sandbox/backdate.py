@@ -69,3 +69,17 @@ def backdate_parameters(names: Iterable[str], modified_at: datetime, region: str
             raise BackdateError(f"parameter {name} is not in this process's moto backend")
         for version in history:
             version.last_modified_date = stamp
+
+
+def set_instance_states(instance_ids: Iterable[str], state: str, region: str) -> None:
+    """Put instances in an EC2 state moto's API cannot hold them in (``shutting-down`` passes in an instant)."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[MOTO_ACCOUNT_ID][region]
+    by_id = {i.id: i for reservation in backend.reservations.values() for i in reservation.instances}
+    codes = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
+    for instance_id in instance_ids:
+        instance = by_id.get(instance_id)
+        if instance is None:
+            raise BackdateError(f"instance {instance_id} is not in this process's moto backend")
+        instance._state.name, instance._state.code = state, codes[state]

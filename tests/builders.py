@@ -41,3 +41,34 @@ def put_params(aws, settings, runner_ids, age_minutes: float) -> list[str]:
     backdate.backdate_parameters(names, datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
                                  aws.ssm.meta.region_name)
     return names
+
+
+def iso_minutes_ago(minutes: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def put_job(aws, settings, job_id: str, *, status: str | None = "running", started_minutes_ago: float | None = 120,
+            started_at: str | None = None, instance_id: str | None = None, pool: str | None = "p", **extra) -> dict:
+    """A jobs-table record as the contract shapes it (started_at from ``started_minutes_ago`` unless given raw)."""
+    item = {"job_id": {"S": job_id}}
+    if status is not None:
+        item["status"] = {"S": status}
+    if pool is not None:
+        item["pool"] = {"S": pool}
+    if instance_id is not None:
+        item["instance_id"] = {"S": instance_id}
+    started = started_at if started_at is not None else (
+        iso_minutes_ago(started_minutes_ago) if started_minutes_ago is not None else None)
+    if started is not None:
+        item["started_at"] = {"S": started}
+    for name, value in extra.items():
+        item[name] = {"N": str(value)} if isinstance(value, (int, float)) else {"S": str(value)}
+    aws.dynamodb.put_item(TableName=settings.jobs_table, Item=item)
+    return item
+
+
+def get_job(aws, settings, job_id: str) -> dict[str, str]:
+    """A job record as plain strings (ConsistentRead), {} when absent."""
+    item = aws.dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
+                                 ConsistentRead=True).get("Item", {})
+    return {k: next(iter(v.values())) for k, v in item.items()}

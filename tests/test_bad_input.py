@@ -294,7 +294,8 @@ def test_bad_run_config_is_refused_naming_the_field(job_name):
     cases.append(({"ops": {op_names[0]: {"confgi": {}}}}, "confgi"))
     cases.append(({"ops": {"no_such_op": {}}}, "no_such_op"))
     cases.append(({"resources": {"aws": {"config": {"retry_mode": "sometimes"}}}}, "retry_mode"))
-    if job_name in ("orphaned_instances_sweep", "stale_ssm_sweep", "orphaned_queues_sweep", "archive_old_jobs"):
+    if job_name in ("orphaned_instances_sweep", "stale_ssm_sweep", "orphaned_queues_sweep", "stuck_jobs_sweep",
+                    "archive_old_jobs"):
         # The contract's two operator knobs exist on every destructive job.
         assert {"dry_run", "max_actions"} <= {f for _, f, _ in fields}, job_name
 

@@ -40,7 +40,7 @@ def test_workspace_validates_with_the_dagster_cli(tmp_path):
 
 CONTRACT_JOBS = {
     "process_terminations", "redrive_termination_dlq", "orphaned_instances_sweep", "stale_ssm_sweep",
-    "orphaned_queues_sweep", "archive_old_jobs", "restore_archived_jobs",
+    "orphaned_queues_sweep", "stuck_jobs_sweep", "archive_old_jobs", "restore_archived_jobs",
 }
 
 

@@ -36,7 +36,7 @@ from moto import settings as moto_settings
 from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
 from pipelines.audit.queue_health import queue_health
 from pipelines.common.aws import queue_url
-from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm
+from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm, stuck_jobs
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 from sandbox.backdate import backdate_parameters
@@ -143,6 +143,7 @@ class World:
     fleet: SeededFleet
     day: str
     instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
+    stuck_jobs: list[str] = field(default_factory=list)  # job ids put stuck by _setup_stuck_job
 
 
 # Each piece: setup(world) runs as admin before enforcement; run(world, principal) runs as the principal.
@@ -172,6 +173,16 @@ def _setup_stale_parameter(world: World) -> None:
     name = world.settings.ssm_parameter_name(f"i-{uuid.uuid4().hex[:17]}")
     world.admin.ssm.put_parameter(Name=name, Value="{}", Type="String")
     backdate_parameters([name], datetime.now(timezone.utc) - timedelta(hours=3), world.admin.ssm.meta.region_name)
+
+
+def _setup_stuck_job(world: World) -> None:
+    """One more job stuck at running on a runner that never existed, so every stuck jobs run has one to interrupt."""
+    job_id = f"stuck-{uuid.uuid4().hex[:12]}"
+    started = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    world.admin.dynamodb.put_item(TableName=world.settings.jobs_table, Item={
+        "job_id": {"S": job_id}, "status": {"S": "running"}, "pool": {"S": "linux-small"},
+        "instance_id": {"S": f"i-{uuid.uuid4().hex[:17]}"}, "started_at": {"S": started}})
+    world.stuck_jobs.append(job_id)
 
 
 def _redrive(world: World, aws: AwsClients) -> Outcome:
@@ -249,6 +260,8 @@ PIECES: list[Piece] = [
           _setup_stale_parameter),
     Piece("orphaned_queues_sweep", ("job:orphaned_queues_sweep", "asset:orphaned_queues_sweep_plan"),
           _sweep("orphaned_queues_sweep", orphaned_queues.ACT_OP)),
+    Piece("stuck_jobs_sweep", ("job:stuck_jobs_sweep", "asset:stuck_jobs_sweep_plan"), _sweep("stuck_jobs_sweep", stuck_jobs.ACT_OP),
+          _setup_stuck_job),
     Piece("archive_old_jobs", ("job:archive_old_jobs", "asset:job_archive"), _archive),
     Piece("restore_archived_jobs", ("job:restore_archived_jobs",), _restore, _setup_restore),
     Piece("pool_audit_job", ("job:pool_audit_job",),
@@ -398,6 +411,9 @@ def test_every_piece_succeeds_with_only_the_policy_and_the_policy_holds_only_wha
     done = [world.fleet.job_of_runner[r] for r in fleet.busy[-SPEC.termination_messages:]]
     items = [admin.dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": j}})["Item"] for j in done]
     assert {i["status"]["S"] for i in items} <= {"completed", "failed"}
+    stuck = [admin.dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": j}})["Item"]
+             for j in world.stuck_jobs]
+    assert stuck and {i["status"]["S"] for i in stuck} == {"interrupted"}
     assert world.instance.get_latest_materialization_event(AssetKey("job_archive")) is not None
     assert outcomes["restore_archived_jobs"].value.output_for_node("restore_job_records_for_day")["restored"] > 0
     assert outcomes["redrive_termination_dlq"].value.output_for_node("replay_termination_dlq")["sent"] == 1

@@ -41,6 +41,7 @@ SECRET_ACCESS_KEY = "canarySecretAccessKey/7f3aQWERTYUIOPasdfghjkl"
 SESSION_TOKEN = "canarySessionToken7f3aFQoGZXIvYXdzEJr"
 CANARIES = [SECRET, PARAM_SECRET, QUEUE_SECRET, JOB_SECRET, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN]
 
+STUCK_JOB = "stuck-leak"
 ARCHIVE_DAY = (datetime.now(timezone.utc) - timedelta(days=40)).date()  # older than the seeded 30 days
 
 
@@ -120,6 +121,13 @@ def lace_fleet(aws, settings) -> list[str]:
             "created_at": {"S": f"{ARCHIVE_DAY.isoformat()}T09:00:00Z"}, "exit_code": {"N": "0"},
             "env": {"S": f"AWS_SECRET_ACCESS_KEY={JOB_SECRET}"},
         })
+    # A job stuck at running on a runner that no longer exists, secret included: the stuck jobs sweep takes it.
+    started = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    aws.dynamodb.put_item(TableName=settings.jobs_table, Item={
+        "job_id": {"S": STUCK_JOB}, "status": {"S": "running"}, "pool": {"S": "linux-small"},
+        "instance_id": {"S": "i-0stuck0000000001"}, "started_at": {"S": started},
+        "env": {"S": f"AWS_SECRET_ACCESS_KEY={JOB_SECRET}"},
+    })
     return bodies
 
 
@@ -128,7 +136,8 @@ def housekeeping_requests(aws, settings) -> list[str]:
     url = queue_url(aws.sqs, settings.housekeeping_queue)
     requests = [{"task_type": t, "timestamp": "2026-11-22T10:00:00Z", "params": {"dry_run": True},
                  "requested_by": f"ops:{SECRET}"}
-                for t in ("orphaned_instances", "stale_ssm", "orphaned_queues", "pool_audit", "queue_health")]
+                for t in ("orphaned_instances", "stale_ssm", "orphaned_queues", "stuck_jobs", "pool_audit",
+                          "queue_health")]
     requests.append({"task_type": "old_jobs", "params": {"date": ARCHIVE_DAY.isoformat(), "dry_run": True},
                      "auth": SECRET})
     requests.append({"task_type": "defragment", "params": {}, "auth": SECRET})  # unknown task type
@@ -165,7 +174,7 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
     housekeeping_tick = housekeeping_queue_sensor(build_sensor_context(instance=instance, resources=resources))
     assert isinstance(housekeeping_tick, SensorResult)
     requests = housekeeping_tick.run_requests
-    assert len(requests) == 6, requests  # every valid request became a run request; the 3 bad ones did not
+    assert len(requests) == 7, requests  # every valid request became a run request; the 3 bad ones did not
     seen += [serialize_value(r) for r in requests] + [housekeeping_tick.cursor or ""]
 
     # The runs the housekeeping sensor would launch, launched as the daemon does (run key tag and all).
@@ -189,6 +198,7 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
         ("orphaned_instances_sweep", {"ops": {"terminate_orphaned_instances": {"config": ACT_NOW}}}, None),
         ("stale_ssm_sweep", {"ops": {"delete_stale_parameters": {"config": ACT_NOW}}}, None),
         ("orphaned_queues_sweep", {"ops": {"delete_orphaned_queues": {"config": ACT_NOW}}}, None),
+        ("stuck_jobs_sweep", {"ops": {"interrupt_stuck_jobs": {"config": ACT_NOW}}}, None),
         ("archive_old_jobs", {}, day),
         ("restore_archived_jobs", {}, day),
         ("pool_audit_job", {}, None),
@@ -207,6 +217,8 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
     drained = outputs["process_terminations"]["drain_termination_queue"].event_specific_data.metadata
     assert drained["processed"].value == 4 and drained["failed"].value == 5 and drained["messages_archived"].value >= 3
     assert outputs["redrive_termination_dlq"]["replay_termination_dlq"].event_specific_data.metadata["sent"].value == 1
+    stuck = aws.dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": STUCK_JOB}})["Item"]
+    assert stuck["status"]["S"] == "interrupted"
     archived = aws.s3.list_objects_v2(Bucket=settings.archive_bucket).get("Contents", [])
     assert any(f"completed_date={day}" in o["Key"] for o in archived) and any("queues/" in o["Key"] for o in archived)
 

@@ -1,4 +1,4 @@
-"""Housekeeping sweeps: orphaned instances, stale SSM parameters, orphaned queues.
+"""Housekeeping sweeps: orphaned instances, stale SSM parameters, orphaned queues, stuck jobs.
 
 Each module holds one contract rule as plain find / plan / act functions plus its Dagster
 plan op → act op job and schedule (all schedules default to STOPPED: an operator turns a
@@ -10,16 +10,24 @@ from __future__ import annotations
 from dagster import AssetSpec, Definitions
 
 from pipelines.common.requests import RequestableJob
-from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm
+from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm, stuck_jobs
 from pipelines.sweeps.plans import plan_asset_key
 
-JOBS = [orphaned_instances.orphaned_instances_sweep, stale_ssm.stale_ssm_sweep, orphaned_queues.orphaned_queues_sweep]
+JOBS = [
+    orphaned_instances.orphaned_instances_sweep,
+    stale_ssm.stale_ssm_sweep,
+    orphaned_queues.orphaned_queues_sweep,
+    stuck_jobs.stuck_jobs_sweep,
+]
 SCHEDULES = [
     orphaned_instances.orphaned_instances_schedule,
     stale_ssm.stale_ssm_schedule,
     orphaned_queues.orphaned_queues_schedule,
+    stuck_jobs.stuck_jobs_schedule,
 ]
-REQUESTS: list[RequestableJob] = [orphaned_instances.REQUEST, stale_ssm.REQUEST, orphaned_queues.REQUEST]
+REQUESTS: list[RequestableJob] = [
+    orphaned_instances.REQUEST, stale_ssm.REQUEST, orphaned_queues.REQUEST, stuck_jobs.REQUEST,
+]
 
 # Each sweep's plan, as the asset its plan op materializes on every run (contract: <sweep job>_plan).
 # Its history is the UI's record of every plan and holds the marks of two-phase confirmation.

@@ -13,10 +13,16 @@ and nothing raises, so one bad record never wedges a sweep.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # runners imports this module; the rule only reads a Liveness' fields
+    from pipelines.sweeps.runners import Liveness
 
 from pipelines.common.contract import (  # noqa: F401 - the sweeps import the vocabulary from here too
     JOB_ID_TAG,
@@ -86,7 +92,7 @@ class Decision:
 
     @property
     def acts(self) -> bool:
-        return self.outcome == "terminate"
+        return self.outcome in ("terminate", "interrupt")
 
 
 def decide_overdue_instance(
@@ -140,3 +146,125 @@ def idle_longer_than(last_activity_ms: int, limit: timedelta, now: datetime) -> 
     now_ms = (now - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
     return now_ms - last_activity_ms > limit // timedelta(milliseconds=1)
 
+
+
+# --- stuck jobs ---------------------------------------------------------------------------
+
+EARLIEST_PLAUSIBLE_START = datetime(2010, 1, 1, tzinfo=timezone.utc)
+# The contract's time format, e.g. 2026-11-22T10:05:14Z: UTC only (Z or +00:00), fraction optional.
+_ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)")
+# EC2 states in which a runner is gone for the stuck jobs sweep. runners.ec2_liveness calls
+# shutting-down live (its parameter and queues may still be in use while it shuts down), but no
+# job survives it. Stopped/stopping are not in the contract's list: a stopped instance may be
+# hibernated and resume its job, so its job is kept (uncertain) for an operator to look at.
+STUCK_GONE_EC2_STATES = frozenset({"shutting-down"})
+STUCK_UNSURE_EC2_STATES = frozenset({"stopping", "stopped"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A jobs-table record as the stuck jobs rule reads it; text fields as stored (None when absent)."""
+
+    job_id: str
+    status: str | None
+    started_at: str | None
+    instance_id: str | None
+    pool: str | None = None
+
+
+def shown(text: str | None) -> str:
+    """A value read from a record, fit for one log line: as is when plain, else quoted and cut (no newline in it)."""
+    if text is not None and text.isprintable() and " " not in text and len(text) <= 80:
+        return text
+    return repr(text if text is None else text[:80])
+
+
+def iso_utc(when: datetime) -> str:
+    """The contract's time format, to the second: 2026-11-22T10:05:14Z."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_started_at(raw: str | None, now: datetime) -> tuple[datetime | None, str | None]:
+    """A record's ``started_at`` parsed strictly as ISO 8601 UTC: (time, None), or (None, why it is unusable).
+
+    Unusable: missing, not ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` with ``Z`` or ``+00:00``, not a real
+    date, before 2010, or more than a day in the future. Never raises.
+    """
+    if raw is None:
+        return None, "no started_at"
+    if not isinstance(raw, str) or not _ISO_UTC.fullmatch(raw):
+        return None, f"started_at {str(raw)[:40]!r} is not ISO 8601 UTC (YYYY-MM-DDTHH:MM:SSZ)"
+    try:
+        started = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None, f"started_at {raw!r} is not a real date"
+    if started < EARLIEST_PLAUSIBLE_START:
+        return None, f"started_at {raw} is before 2010"
+    if started > now + FUTURE_TOLERANCE:
+        return None, f"started_at {raw} is in the future"
+    return started, None
+
+
+def stuck_longer_than(started: datetime, grace_minutes: int, now: datetime) -> bool:
+    """Started strictly more than ``grace_minutes`` ago, compared exactly."""
+    return minutes_since(started, now) > grace_minutes
+
+
+def stuck_job_precheck(job: JobRecord, grace_minutes: int, now: datetime) -> Decision | None:
+    """The part of the stuck jobs rule that needs no AWS lookup.
+
+    A Decision when the record alone settles it (``not running``, ``not stuck`` — neither is a
+    candidate — or ``uncertain``); None when its runner's liveness decides.
+    """
+    if job.status is None:
+        return Decision("uncertain", "record has no status")
+    if job.status != "running":
+        return Decision("not running", f"job is {shown(job.status)}")
+    started, problem = parse_started_at(job.started_at, now)
+    if started is None:
+        return Decision("uncertain", f"{problem}: cannot tell how long it has run")
+    if not stuck_longer_than(started, grace_minutes, now):
+        return Decision("not stuck", f"started {minutes_since(started, now):.0f} min ago, within {grace_minutes}")
+    if job.instance_id is None or not job.instance_id.strip():
+        return Decision("uncertain", "record has no instance_id: its runner cannot be looked up")
+    return None
+
+
+def decide_stuck_job(job: JobRecord, runner: Liveness | None, grace_minutes: int, now: datetime) -> Decision:
+    """The stuck jobs rule: ``interrupt`` a running job older than the grace whose runner is gone.
+
+    Gone: EC2 instance terminated, shutting-down or unknown; ECS task STOPPED or unknown in
+    the cluster. A live runner keeps the job (``in use``); a stopped EC2 instance, a failed
+    lookup or an answer we do not understand keeps it too (``uncertain``).
+    """
+    settled = stuck_job_precheck(job, grace_minutes, now)
+    if settled is not None:
+        return settled
+    runner_id = shown(job.instance_id)
+    if runner is None:
+        return Decision("uncertain", f"runner {runner_id} was not looked up")
+    age = f"running since {job.started_at} (> {grace_minutes} min)"
+    if runner.state == "gone":
+        return Decision("interrupt", f"{age}; runner {runner_id}: {runner.why}")
+    if runner.state == "live" and (job.instance_id or "").startswith("i-"):
+        if runner.aws_state in STUCK_GONE_EC2_STATES:
+            return Decision("interrupt", f"{age}; runner {runner_id}: instance {runner.aws_state}")
+        if runner.aws_state in STUCK_UNSURE_EC2_STATES:
+            return Decision("uncertain", f"runner {runner_id} is {runner.aws_state} (may be hibernated and resume)")
+    if runner.state == "live":
+        return Decision("in use", f"runner {runner_id} is live ({runner.why})")
+    return Decision("uncertain", f"runner {runner_id}: {runner.why}")
+
+
+def interrupted_at(runner: Liveness | None, started: datetime | None, now: datetime) -> tuple[str, str]:
+    """``completed_at`` for an interrupted job and where it comes from.
+
+    When AWS says when the runner ended (EC2 StateTransitionReason, ECS stoppedAt) and that
+    time lies between the job's start and now, that time; otherwise now.
+    """
+    ended = runner.ended_at if runner is not None else None
+    if ended is not None and ended.tzinfo is None:
+        ended = ended.replace(tzinfo=timezone.utc)
+    if ended is not None and started is not None and started <= ended <= now:
+        return iso_utc(ended), "when AWS says the runner ended"
+    return iso_utc(now), "now: AWS gives no usable end time"

@@ -13,6 +13,7 @@ import re
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +32,8 @@ State = Literal["live", "gone", "uncertain"]
 # Lenient on length and case (stand-ins and older formats differ), strict on characters.
 _EC2_ID = re.compile(r"i-[A-Za-z0-9]{1,64}")
 _ECS_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# EC2's StateTransitionReason, e.g. "User initiated (2026-11-22 10:05:14 GMT)" (moto writes UTC).
+_TRANSITION_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class Liveness:
     state: State
     why: str
     pool: str | None = None
+    # What AWS said, for sweeps that read more into it than live/gone (the stuck jobs sweep):
+    # the raw EC2 state name or ECS lastStatus, and when AWS says the runner ended, if it says.
+    aws_state: str = ""
+    ended_at: datetime | None = None
 
 
 def is_ec2_runner(runner_id: str) -> bool:
@@ -48,6 +55,17 @@ def is_ec2_runner(runner_id: str) -> bool:
 
 def tags_of(instance: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+
+
+def transition_time(instance: dict[str, Any]) -> datetime | None:
+    """The time in an instance's StateTransitionReason (when it was stopped or terminated), if any."""
+    match = _TRANSITION_TIME.search(instance.get("StateTransitionReason") or "")
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def describe_instances_by_id(ec2: Any, instance_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -82,10 +100,11 @@ def ec2_liveness(ec2: Any, instance_ids: Iterable[str]) -> dict[str, Liveness]:
             continue
         state = instance.get("State", {}).get("Name", "")
         pool = tags_of(instance).get(POOL_TAG) or None
+        ended = transition_time(instance)
         if state == "terminated":
-            result[instance_id] = Liveness("gone", "instance terminated", pool)
+            result[instance_id] = Liveness("gone", "instance terminated", pool, state, ended)
         elif state:
-            result[instance_id] = Liveness("live", f"instance {state}", pool)
+            result[instance_id] = Liveness("live", f"instance {state}", pool, state, ended)
         else:
             result[instance_id] = Liveness("uncertain", "instance has no state in the answer: runner kept", pool)
     return result
@@ -109,10 +128,12 @@ def ecs_liveness(ecs: Any, cluster: str, task_ids: Iterable[str]) -> dict[str, L
                 continue
             seen.add(task_id)
             status = task.get("lastStatus", "")
+            ended = task.get("stoppedAt") or task.get("executionStoppedAt")
+            ended = ended if isinstance(ended, datetime) else None
             if status == "STOPPED":
-                result[task_id] = Liveness("gone", "ECS task stopped")
+                result[task_id] = Liveness("gone", "ECS task stopped", aws_state=status, ended_at=ended)
             elif status:
-                result[task_id] = Liveness("live", f"ECS task {status}")
+                result[task_id] = Liveness("live", f"ECS task {status}", aws_state=status)
             else:
                 result[task_id] = Liveness("uncertain", "ECS task has no lastStatus: runner kept")
         for failure in response.get("failures", []):

@@ -51,11 +51,11 @@ def launch(instance, aws, settings, request):
 
 def test_sensor_targets_every_registered_job():
     # Every task type of the contract's housekeeping request.
-    assert set(REGISTRY) == {"orphaned_instances", "stale_ssm", "orphaned_queues", "old_jobs", "pool_audit",
-                             "queue_health"}
+    assert set(REGISTRY) == {"orphaned_instances", "stale_ssm", "orphaned_queues", "stuck_jobs", "old_jobs",
+                             "pool_audit", "queue_health"}
     assert {t.job_name for t in REGISTRY.values()} == set(JOBS)
     assert {j.name for j in housekeeping_queue_sensor.jobs} == set(JOBS)
-    for task_type in ("orphaned_instances", "stale_ssm", "orphaned_queues"):
+    for task_type in ("orphaned_instances", "stale_ssm", "orphaned_queues", "stuck_jobs"):
         task = REGISTRY[task_type]
         config = task.build_run_config({"dry_run": True, "max_actions": 5, "max_fraction": 0.5})
         assert validate_run_config(JOBS[task.job_name], config)
