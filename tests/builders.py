@@ -72,3 +72,13 @@ def get_job(aws, settings, job_id: str) -> dict[str, str]:
     item = aws.dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": job_id}},
                                  ConsistentRead=True).get("Item", {})
     return {k: next(iter(v.values())) for k, v in item.items()}
+
+
+def plan_rows(table: str) -> list[tuple[str, str, str]]:
+    """A plan table's (resource, outcome, pool) rows: what two plans of the same world must agree on
+    (reasons quote ages and times, and 'marked since' is when each run first saw a target)."""
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        rows.append((cells[0], cells[1], cells[3] if len(cells) > 3 else ""))
+    return rows
