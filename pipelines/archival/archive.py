@@ -125,8 +125,8 @@ def _digest(line: str) -> bytes:
 class _PartLoader:
     """Called with each line of a part read back: checks it is a job record, enters it in the ledger, tracks its bounds."""
 
-    def __init__(self, ledger: _Ledger, bucket: str, key: str):
-        self.ledger, self.uri = ledger, s3_uri(bucket, key)
+    def __init__(self, ledger: _Ledger, bucket: str, key: str, names: set[str]):
+        self.ledger, self.uri, self.names = ledger, s3_uri(bucket, key), names
         self.min_completed_at = self.max_completed_at = ""
 
     def __call__(self, line: str) -> None:
@@ -138,6 +138,7 @@ class _PartLoader:
         except (ValueError, UnarchivableRecord) as error:
             raise ArchiveVerificationError(f"{self.uri} holds a line that is not a job record: {error}") from error
         self.ledger.add_archived(job_id, _digest(canonical))
+        self.names.update(item)
         completed = completed_at_of(item)
         self.min_completed_at = earliest(self.min_completed_at, completed)
         self.max_completed_at = latest(self.max_completed_at, completed)
@@ -174,16 +175,19 @@ def archive_day(
     result = DayArchiveResult(day=day, dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="job-archive-") as scratch, closing(_Ledger(os.path.join(scratch, "ledger.db"))) as ledger:
         # 1. The archive as it stands: verified parts named by the manifest, then orphans adopted.
+        # Every attribute name seen on the day (archive and table): a delete's condition
+        # requires each one the archived version lacks to be still absent.
+        names: set[str] = set()
         manifest: Manifest = read_manifest(s3, bucket, day)
         for part in manifest.parts:
-            verify_part(s3, bucket, part, _PartLoader(ledger, bucket, part.key))
+            verify_part(s3, bucket, part, _PartLoader(ledger, bucket, part.key, names))
             result.parts_verified += 1
         named = {p.key for p in manifest.parts}
         stored = list_part_keys(s3, bucket, day)
         for key in stored:
             if key in named:
                 continue
-            loader = _PartLoader(ledger, bucket, key)
+            loader = _PartLoader(ledger, bucket, key, names)
             scan = scan_part(s3, bucket, key, loader)
             # An orphan is complete (PutObject is atomic and S3 checked its SHA-256 on upload);
             # read back in full just now, it is adopted with what was read.
@@ -217,6 +221,7 @@ def archive_day(
         try:
             for item in finished_records_of_day(dynamodb, table, day, page_size=page_size, stats=result.query):
                 result.found += 1
+                names.update(item)
                 try:
                     job_id = job_id_of(item)
                     line = encode_record(item)
@@ -263,7 +268,7 @@ def archive_day(
         if max_deletes is not None:
             check_blast_radius("job records", result.to_delete, result.to_delete, max_deletes, 1.0)
         for lines in ledger.lines_to_delete():
-            done = delete_archived_versions(dynamodb, table, (decode_record(line) for line in lines))
+            done = delete_archived_versions(dynamodb, table, (decode_record(line) for line in lines), other_names=names)
             result.delete_calls += done.calls
             result.deleted += done.deleted
             result.changed_since_archive += done.changed

@@ -4,13 +4,15 @@ A record can change after its archive line was written: the termination processo
 job's real end over an ``interrupted`` one, an operator sets a job back to ``running`` or
 corrects it. An unconditional delete would lose that new version. So each delete carries a
 condition that holds only while the record is still exactly its archive line — every
-archived attribute equal to its archived value (maps and lists compared whole), and each of
-the contract's other attributes still absent — and the deletes go 100 a call in
+archived attribute equal to its archived value (maps and lists compared whole), and every
+other attribute name the record could gain (the contract's, and any seen on a record of
+the day) still absent — and the deletes go 100 a call in
 ``TransactWriteItems`` (BatchWriteItem takes no conditions). A record whose condition fails
 is kept and reported; the next run of its day archives its new version.
 
-The one change the condition cannot see is an attribute outside the contract's schema
-added by a writer outside the fleet: DynamoDB has no condition for "no other attributes".
+The one change the condition cannot see is an attribute of a name neither the contract nor
+any record of the day has, added by a writer outside the fleet: DynamoDB has no condition
+for "no other attributes", and closing that would take a read after each delete.
 
 Cost: a transactional delete consumes 2 write capacity units per KB of item, a
 BatchWriteItem delete 1; calls fall from ceil(N/25) to ceil(N/100).
@@ -42,15 +44,18 @@ class ConditionTooLarge(ValueError):
     """The record has too many attributes for one condition expression; it is kept, not deleted blindly."""
 
 
-def unchanged_condition(item: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The ConditionExpression (with its names and values) that holds only while the record is still ``item``."""
+def unchanged_condition(item: dict[str, dict[str, Any]], other_names: Iterable[str] = ()) -> dict[str, Any]:
+    """The ConditionExpression (with its names and values) that holds only while the record is still ``item``.
+
+    Besides the contract's attributes, ``other_names`` (names seen elsewhere on the day) must stay absent too.
+    """
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
     clauses, names["#k"] = ["attribute_exists(#k)"], KEY
     for n, name in enumerate(sorted(a for a in item if a != KEY)):
         names[f"#a{n}"], values[f":a{n}"] = name, item[name]
         clauses.append(f"#a{n} = :a{n}")
-    for n, name in enumerate(a for a in JOB_ATTRIBUTES if a not in item):
+    for n, name in enumerate(sorted((set(JOB_ATTRIBUTES) | set(other_names)) - set(item) - {KEY})):
         names[f"#m{n}"] = name
         clauses.append(f"attribute_not_exists(#m{n})")
     expression = " AND ".join(clauses)
@@ -62,10 +67,10 @@ def unchanged_condition(item: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return condition
 
 
-def conditional_delete(table: str, item: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def conditional_delete(table: str, item: dict[str, dict[str, Any]], other_names: Iterable[str] = ()) -> dict[str, Any]:
     """One TransactWriteItems action: delete the record if it is still ``item``, else return it as it stands."""
     return {"Delete": {
-        "TableName": table, "Key": {KEY: item[KEY]}, **unchanged_condition(item),
+        "TableName": table, "Key": {KEY: item[KEY]}, **unchanged_condition(item, other_names),
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }}
 
@@ -111,14 +116,20 @@ class DeleteResult:
     estimated_units: int = 0  # 2 per KB per record deleted: DynamoDB's price of a transactional delete
 
 
-def delete_archived_versions(dynamodb: Any, table: str, items: Iterable[dict[str, dict[str, Any]]]) -> DeleteResult:
-    """Delete each of ``items`` from ``table`` only if the record is still exactly that version; see the module docstring."""
+def delete_archived_versions(
+    dynamodb: Any, table: str, items: Iterable[dict[str, dict[str, Any]]], *, other_names: Iterable[str] = (),
+) -> DeleteResult:
+    """Delete each of ``items`` from ``table`` only if the record is still exactly that version; see the module docstring.
+
+    ``other_names``: attribute names seen on the day's records, each of which a record must not have gained.
+    """
+    other_names = frozenset(other_names)
     result = DeleteResult()
     actions, archived = [], {}
     for item in items:
         job_id = job_id_of(item)
         try:
-            actions.append((job_id, conditional_delete(table, item)))
+            actions.append((job_id, conditional_delete(table, item, other_names)))
         except ConditionTooLarge:
             result.kept_too_large.append(job_id)
             continue
