@@ -43,6 +43,10 @@ IAM_ACTION_OF_CALL: dict[str, str] = {
     "s3:HeadObject": "s3:GetObject",
     "s3:DeleteObjects": "s3:DeleteObject",
     "s3:ListObjectVersions": "s3:ListBucketVersions",
+    # TransactWriteItems has no IAM action of its own: each action inside is authorised as its
+    # single-item operation (AWS: "Using IAM with DynamoDB transactions"). The project's only
+    # transactions are archival's conditional deletes, so the call needs dynamodb:DeleteItem.
+    "dynamodb:TransactWriteItems": "dynamodb:DeleteItem",
 }
 
 # The name moto's request signature carries for a service, where it is not the IAM prefix.
@@ -83,7 +87,9 @@ def resources_by_action(document: dict[str, Any]) -> dict[str, list[str]]:
 def moto_names(action: str) -> list[str]:
     """The action names moto may check for IAM ``action`` (the action itself, its batch calls, its signing name)."""
     service, operation = action.split(":", 1)
-    names = [action] + [call for call, needs in IAM_ACTION_OF_CALL.items() if needs == action and service == "sqs"]
+    # moto checks SQS batch calls and DynamoDB transactions under the API operation's own name.
+    names = [action] + [call for call, needs in IAM_ACTION_OF_CALL.items()
+                        if needs == action and service in ("sqs", "dynamodb")]
     if service in MOTO_SIGNING_NAME:
         names += [f"{MOTO_SIGNING_NAME[service]}:{name.split(':', 1)[1]}" for name in list(names)]
     return names

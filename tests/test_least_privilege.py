@@ -299,7 +299,8 @@ WITHOUT_RUNS: list[tuple[str, str]] = [
     ("s3:ListBucket", "archive_old_jobs"),
     ("s3:PutObject", "archive_old_jobs"),
     ("s3:GetObject", "archive_old_jobs"),
-    ("dynamodb:BatchWriteItem", "archive_old_jobs"),
+    ("dynamodb:DeleteItem", "archive_old_jobs"),
+    ("dynamodb:BatchWriteItem", "restore_archived_jobs"),
     ("cloudwatch:GetMetricData", "queue_health_asset"),
     ("cloudwatch:PutMetricData", "queue_health_asset"),
 ]

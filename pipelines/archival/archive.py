@@ -6,17 +6,19 @@
    A part in S3 that no manifest names was written by a run that stopped before writing
    the manifest: it is read back the same way and adopted, never rewritten or lost.
    Every archived record goes into a ledger (a SQLite file in a temp directory, so memory
-   stays flat however large the day), keyed by job id and the SHA-256 of its archive line.
-2. Query the day's finished records. A record whose exact line is already in the archive
-   is only marked for deletion; any other (first run, or a record that finished late for
-   a day already archived) is streamed into a new part, which is uploaded when it passes
-   ``part_max_bytes`` and read back at once.
+   stays flat however large the day): per job id, the SHA-256 of its *latest* archive line,
+   in manifest order (a part written later holds a later version).
+2. Query the day's finished records. A record whose exact line is its latest in the
+   archive is only marked for deletion; any other (first run, a record that finished late
+   for a day already archived, or one that changed since its archived version) is streamed
+   into a new part, which is uploaded when it passes ``part_max_bytes`` and read back at once.
 3. Write the manifest (conditionally: a concurrent run makes this one fail, not overwrite).
-4. Only then delete the marked records with BatchWriteItem, 25 a call, retrying
-   ``UnprocessedItems``.
+4. Only then delete the marked records, each only in the version that was archived
+   (``deletes.delete_archived_versions``: conditional deletes, 100 a TransactWriteItems).
+   A record that changed since is kept and reported; the next run archives its new version.
 
 A crash anywhere leaves each record in DynamoDB, in a verified part, or both; the next run
-of the day finishes the job without writing any record twice.
+of the day finishes the job without writing any record version twice.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
+from pipelines.archival.deletes import delete_archived_versions
 from pipelines.archival.manifest import Manifest, manifest_key, read_manifest, write_manifest
 from pipelines.archival.parts import (
     ArchiveVerificationError, PartInfo, PartWriter, list_part_keys, part_key, part_number, s3_uri, scan_part,
@@ -40,12 +43,12 @@ from pipelines.archival.query import QueryStats, finished_records_of_day
 from pipelines.archival.records import (
     UnarchivableRecord, completed_at_of, decode_record, earliest, encode_record, job_id_of, latest,
 )
-from pipelines.common.aws import DYNAMODB_WRITE_BATCH, batch_write_with_retry
+from pipelines.common.aws import DYNAMODB_TRANSACT_BATCH
 from pipelines.common.safety import check_blast_radius
 
 DEFAULT_PART_MAX_BYTES = 64 * 1024 * 1024  # uncompressed; about 200,000 job records
 MAX_KEPT_REPORTED = 100
-DELETE_CHUNK = DYNAMODB_WRITE_BATCH * 40  # keys read from the ledger at a time; still 25 per call
+DELETE_CHUNK = DYNAMODB_TRANSACT_BATCH * 10  # archived versions read from the ledger at a time; still 100 per call
 
 
 @dataclass
@@ -60,6 +63,11 @@ class DayArchiveResult:
     to_delete: int = 0
     deleted: int = 0
     delete_calls: int = 0
+    changed_since_archive: int = 0  # changed after their archive line was written: kept, archived next run
+    changed_examples: list[tuple[str, str]] = field(default_factory=list)  # (job id, what changed), first few
+    gone_before_delete: int = 0  # deleted by someone else meanwhile; in the archive all the same
+    delete_capacity_units: float = 0.0  # as DynamoDB reported them (none from moto)
+    delete_units_estimated: int = 0  # 2 write units per KB per record: a transactional delete's price
     kept: int = 0  # records that cannot be archived exactly, left in the table
     kept_examples: list[tuple[str, str]] = field(default_factory=list)  # (job id, why), first few
     parts_written: list[PartInfo] = field(default_factory=list)
@@ -77,30 +85,32 @@ class DayArchiveResult:
 
 
 class _Ledger:
-    """Disk-backed sets: (job id, line digest) pairs known to be archived, and job ids to delete."""
+    """Disk-backed maps: job id -> digest of its latest archived line, and job id -> the archived line to delete."""
 
     def __init__(self, path: str):
         self.db = sqlite3.connect(path)
         # A scratch file for one run: durability would only cost time.
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("CREATE TABLE archived (job_id TEXT, digest BLOB, PRIMARY KEY (job_id, digest)) WITHOUT ROWID")
-        self.db.execute("CREATE TABLE to_delete (job_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE latest (job_id TEXT PRIMARY KEY, digest BLOB) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE to_delete (job_id TEXT PRIMARY KEY, line TEXT) WITHOUT ROWID")
 
     def add_archived(self, job_id: str, digest: bytes) -> None:
-        self.db.execute("INSERT OR IGNORE INTO archived VALUES (?, ?)", (job_id, digest))
+        # Called in archive order, so the last line of a job entered is its latest version.
+        self.db.execute("INSERT OR REPLACE INTO latest VALUES (?, ?)", (job_id, digest))
 
-    def is_archived(self, job_id: str, digest: bytes) -> bool:
-        return self.db.execute("SELECT 1 FROM archived WHERE job_id = ? AND digest = ?", (job_id, digest)).fetchone() is not None
+    def is_latest(self, job_id: str, digest: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM latest WHERE job_id = ? AND digest = ?", (job_id, digest)).fetchone() is not None
 
-    def mark_for_delete(self, job_id: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO to_delete VALUES (?)", (job_id,))
+    def mark_for_delete(self, job_id: str, line: str) -> None:
+        # The version to delete is the one last seen: the delete is conditional on exactly it.
+        self.db.execute("INSERT OR REPLACE INTO to_delete VALUES (?, ?)", (job_id, line))
 
     def delete_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM to_delete").fetchone()[0]
 
-    def ids_to_delete(self) -> Iterator[list[str]]:
-        cursor = self.db.execute("SELECT job_id FROM to_delete")
+    def lines_to_delete(self) -> Iterator[list[str]]:
+        cursor = self.db.execute("SELECT line FROM to_delete")
         while rows := cursor.fetchmany(DELETE_CHUNK):
             yield [row[0] for row in rows]
 
@@ -115,8 +125,8 @@ def _digest(line: str) -> bytes:
 class _PartLoader:
     """Called with each line of a part read back: checks it is a job record, enters it in the ledger, tracks its bounds."""
 
-    def __init__(self, ledger: _Ledger, bucket: str, key: str):
-        self.ledger, self.uri = ledger, s3_uri(bucket, key)
+    def __init__(self, ledger: _Ledger, bucket: str, key: str, names: set[str]):
+        self.ledger, self.uri, self.names = ledger, s3_uri(bucket, key), names
         self.min_completed_at = self.max_completed_at = ""
 
     def __call__(self, line: str) -> None:
@@ -128,6 +138,7 @@ class _PartLoader:
         except (ValueError, UnarchivableRecord) as error:
             raise ArchiveVerificationError(f"{self.uri} holds a line that is not a job record: {error}") from error
         self.ledger.add_archived(job_id, _digest(canonical))
+        self.names.update(item)
         completed = completed_at_of(item)
         self.min_completed_at = earliest(self.min_completed_at, completed)
         self.max_completed_at = latest(self.max_completed_at, completed)
@@ -164,16 +175,19 @@ def archive_day(
     result = DayArchiveResult(day=day, dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="job-archive-") as scratch, closing(_Ledger(os.path.join(scratch, "ledger.db"))) as ledger:
         # 1. The archive as it stands: verified parts named by the manifest, then orphans adopted.
+        # Every attribute name seen on the day (archive and table): a delete's condition
+        # requires each one the archived version lacks to be still absent.
+        names: set[str] = set()
         manifest: Manifest = read_manifest(s3, bucket, day)
         for part in manifest.parts:
-            verify_part(s3, bucket, part, _PartLoader(ledger, bucket, part.key))
+            verify_part(s3, bucket, part, _PartLoader(ledger, bucket, part.key, names))
             result.parts_verified += 1
         named = {p.key for p in manifest.parts}
         stored = list_part_keys(s3, bucket, day)
         for key in stored:
             if key in named:
                 continue
-            loader = _PartLoader(ledger, bucket, key)
+            loader = _PartLoader(ledger, bucket, key, names)
             scan = scan_part(s3, bucket, key, loader)
             # An orphan is complete (PutObject is atomic and S3 checked its SHA-256 on upload);
             # read back in full just now, it is adopted with what was read.
@@ -207,6 +221,7 @@ def archive_day(
         try:
             for item in finished_records_of_day(dynamodb, table, day, page_size=page_size, stats=result.query):
                 result.found += 1
+                names.update(item)
                 try:
                     job_id = job_id_of(item)
                     line = encode_record(item)
@@ -216,7 +231,9 @@ def archive_day(
                         result.kept_examples.append((item.get("job_id", {}).get("S", "?"), str(error)))
                     continue
                 digest = _digest(line)
-                if ledger.is_archived(job_id, digest):
+                # Only the *latest* archived version counts: a record that changed and changed
+                # back is archived again, so the archive's latest line is always what was deleted.
+                if ledger.is_latest(job_id, digest):
                     result.already_archived += 1
                 else:
                     result.newly_archived += 1
@@ -227,7 +244,7 @@ def archive_day(
                         writer.add(line, completed_at_of(item))
                         if writer.uncompressed_bytes >= part_max_bytes:
                             flush()
-                ledger.mark_for_delete(job_id)
+                ledger.mark_for_delete(job_id, line)
             if not dry_run:
                 flush()
         finally:
@@ -247,11 +264,19 @@ def archive_day(
         if manifest.etag:
             result.manifest_uri = s3_uri(bucket, manifest_key(day))
 
-        # 4. Delete what is in a verified part, and nothing else.
+        # 4. Delete what is in a verified part, in the version that is there, and nothing else.
         if max_deletes is not None:
             check_blast_radius("job records", result.to_delete, result.to_delete, max_deletes, 1.0)
-        for ids in ledger.ids_to_delete():
-            requests = [{"DeleteRequest": {"Key": {"job_id": {"S": job_id}}}} for job_id in ids]
-            result.delete_calls += batch_write_with_retry(dynamodb, table, requests)
-            result.deleted += len(ids)
+        for lines in ledger.lines_to_delete():
+            done = delete_archived_versions(dynamodb, table, (decode_record(line) for line in lines), other_names=names)
+            result.delete_calls += done.calls
+            result.deleted += done.deleted
+            result.changed_since_archive += done.changed
+            result.changed_examples += done.changed_examples[:MAX_KEPT_REPORTED - len(result.changed_examples)]
+            result.kept += len(done.kept_too_large)
+            result.kept_examples += [(i, "archived, but too many attributes to delete conditionally")
+                                     for i in done.kept_too_large][:MAX_KEPT_REPORTED - len(result.kept_examples)]
+            result.gone_before_delete += done.gone
+            result.delete_capacity_units += done.capacity_units
+            result.delete_units_estimated += done.estimated_units
     return result

@@ -80,12 +80,18 @@ def _archive_metadata(result: DayArchiveResult) -> dict[str, Any]:
         "records_deleted": result.deleted,
         "records_to_delete": result.to_delete,
         "records_kept": result.kept,
+        "changed_since_archive": result.changed_since_archive,
+        "changed_examples": MetadataValue.md(
+            "\n".join(f"- {i}: {what}" for i, what in result.changed_examples) or "none"),
+        "records_gone_before_delete": result.gone_before_delete,
         "kept_examples": MetadataValue.md("\n".join(f"- {i}: {why}" for i, why in result.kept_examples) or "none"),
         "parts_written": len(result.parts_written),
         "parts_adopted": len(result.parts_adopted),
         "bytes_written": result.bytes_written,
         "query_pages": result.query.pages,
         "delete_calls": result.delete_calls,
+        "delete_write_units_estimated": result.delete_units_estimated,
+        "delete_write_units_reported": result.delete_capacity_units,
         "by_status": MetadataValue.json(result.query.by_status),
     }
 
@@ -97,7 +103,9 @@ def archive_job_records_for_day(
     """Archive the partition's day of finished job records to S3, verify the archive, then delete them from the jobs table.
 
     Re-running a day is safe: records already in a verified part are only deleted, late
-    records go into a new part, and a part left by a crashed run is adopted.
+    records go into a new part, and a part left by a crashed run is adopted. A record is
+    deleted only in the version that was archived; one that changed since is kept and
+    reported (changed_since_archive), and the next run archives its new version.
     """
     day = date.fromisoformat(context.partition_key)
     dry_run = is_dry_run(config.dry_run, settings)
@@ -111,10 +119,16 @@ def archive_job_records_for_day(
         f"job archive {day}: found {result.found} finished record(s) in {result.query.pages} query page(s); "
         f"{verb} {result.newly_archived} new, {result.already_archived} already archived; "
         f"{'would delete' if dry_run else 'deleted'} {result.deleted if not dry_run else result.to_delete}; "
-        f"kept {result.kept}; parts written {len(result.parts_written)}, adopted {len(result.parts_adopted)}"
+        f"kept {result.kept}; changed since archived (kept) {result.changed_since_archive}; "
+        f"parts written {len(result.parts_written)}, adopted {len(result.parts_adopted)}"
     )
     for job_id, why in result.kept_examples:
         context.log.warning(f"job archive {day}: kept job {job_id} in the table: {why}")
+    for job_id, what in result.changed_examples:
+        context.log.warning(
+            f"job archive {day}: kept job {job_id}: it changed after its archive copy was written ({what}); "
+            f"the next run of this day archives its new version"
+        )
     metadata = _archive_metadata(result)
     metadata["dry_run"] = dry_run
     if not dry_run:
@@ -176,7 +190,7 @@ def restore_job_records_for_day(
     context.log.info(
         f"job restore {day}: {result.archived} archived record(s) in {result.parts_verified} verified part(s); "
         f"{'would restore' if dry_run else 'restored'} {result.restored}, already present {result.already_present}, "
-        f"kept different version {result.conflicts}"
+        f"kept different version {result.conflicts}, earlier versions superseded in the archive {result.superseded}"
     )
     for job_id in result.conflict_examples:
         context.log.warning(f"job restore {day}: job {job_id} exists in the table in a different version; not overwritten")
@@ -190,6 +204,7 @@ def restore_job_records_for_day(
             "records_restored": result.restored,
             "records_already_present": result.already_present,
             "records_conflicting": result.conflicts,
+            "records_superseded": result.superseded,
             "conflict_examples": MetadataValue.md("\n".join(f"- {i}" for i in result.conflict_examples) or "none"),
         },
     )

@@ -4,10 +4,20 @@ How an operator undoes an archival, and how the tests prove nothing was lost. Id
 a record already in the table exactly as archived is skipped; one the table holds in a
 different version (the job id was reused, or the record changed since) is left alone and
 reported unless ``overwrite`` is set, so a restore never clobbers newer data by accident.
+
+A day's archive may hold a job more than once: a record that changed after its archive line
+was written is kept in the table, and the next run of the day archives its new version in a
+later part. Parts are only ever appended, so the manifest's order is the versions' order and
+the last line of a job is the version that was deleted; only that one is restored, the
+earlier ones are counted as superseded.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import tempfile
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -31,7 +41,27 @@ class DayRestoreResult:
     already_present: int = 0
     conflicts: int = 0  # table holds a different version; not overwritten
     conflict_examples: list[str] = field(default_factory=list)
+    superseded: int = 0  # earlier versions of a job archived again later in the day's archive; not restored
     write_calls: int = 0
+
+
+class _LastLines:
+    """Disk-backed map job id -> position of its last line in the archive (memory stays flat however large the day)."""
+
+    def __init__(self, path: str):
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE last (job_id TEXT PRIMARY KEY, position INTEGER) WITHOUT ROWID")
+
+    def see(self, job_id: str, position: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO last VALUES (?, ?)", (job_id, position))
+
+    def is_last(self, job_id: str, position: int) -> bool:
+        return self.db.execute("SELECT 1 FROM last WHERE job_id = ? AND position = ?", (job_id, position)).fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def _restore_batch(dynamodb: Any, table: str, batch: dict[str, dict[str, Any]], result: DayRestoreResult,
@@ -64,25 +94,40 @@ def restore_day(
     if manifest.etag is None:
         return result
     result.manifest_uri = s3_uri(bucket, manifest_key(day))
-    # All parts first: a damaged archive restores nothing rather than half a day.
-    for part in manifest.parts:
-        verify_part(s3, bucket, part)
-        result.parts_verified += 1
-    for part in manifest.parts:
-        batch: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="job-restore-") as scratch, \
+            closing(_LastLines(os.path.join(scratch, "last.db"))) as last:
+        # All parts first: a damaged archive restores nothing rather than half a day. The same
+        # pass finds each job's last line, its latest version.
+        position = 0
 
-        def take(line: str) -> None:
-            item = decode_record(line)
-            job_id = job_id_of(item)
-            # One batch may not name a key twice; a job archived twice (two versions) splits the batch.
-            if job_id in batch or len(batch) == DYNAMODB_GET_BATCH:
+        def note(line: str) -> None:
+            nonlocal position
+            last.see(job_id_of(decode_record(line)), position)
+            position += 1
+
+        for part in manifest.parts:
+            verify_part(s3, bucket, part, note)
+            result.parts_verified += 1
+        position = 0
+        for part in manifest.parts:
+            batch: dict[str, dict[str, Any]] = {}
+
+            def take(line: str) -> None:
+                nonlocal position
+                item = decode_record(line)
+                job_id = job_id_of(item)
+                result.archived += 1
+                position += 1
+                if not last.is_last(job_id, position - 1):
+                    result.superseded += 1
+                    return
+                if len(batch) == DYNAMODB_GET_BATCH:
+                    _restore_batch(dynamodb, table, batch, result, dry_run=dry_run, overwrite=overwrite)
+                    batch.clear()
+                batch[job_id] = item
+
+            # Read again, verified again: the checksum holds for exactly the bytes being restored.
+            verify_part(s3, bucket, part, take)
+            if batch:
                 _restore_batch(dynamodb, table, batch, result, dry_run=dry_run, overwrite=overwrite)
-                batch.clear()
-            batch[job_id] = item
-            result.archived += 1
-
-        # Read again, verified again: the checksum holds for exactly the bytes being restored.
-        verify_part(s3, bucket, part, take)
-        if batch:
-            _restore_batch(dynamodb, table, batch, result, dry_run=dry_run, overwrite=overwrite)
     return result

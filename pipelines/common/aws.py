@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -17,6 +17,8 @@ SQS_BATCH = 10  # ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBat
 SSM_DELETE_BATCH = 10  # DeleteParameters
 DYNAMODB_WRITE_BATCH = 25  # BatchWriteItem
 DYNAMODB_GET_BATCH = 100  # BatchGetItem
+DYNAMODB_TRANSACT_BATCH = 100  # TransactWriteItems: up to 100 actions
+DYNAMODB_TRANSACT_BYTES = 4 * 1024 * 1024  # TransactWriteItems: aggregate size of the items
 EC2_TERMINATE_BATCH = 1000  # TerminateInstances accepts up to 1000 ids
 METRIC_BATCH = 1000  # PutMetricData: up to 1000 metrics per request
 
@@ -101,6 +103,112 @@ def batch_get_with_retry(
         else:
             raise RuntimeError(f"{table}: keys still unprocessed after {max_attempts} attempts")
     return found
+
+
+# Per-item reasons a transaction was cancelled that another try can cure, and whole-call
+# errors likewise (botocore's own retries may already have spent theirs on the latter).
+TRANSACT_RETRY_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+TRANSACT_RETRY_ERRORS = {
+    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "TransactionInProgressException", "InternalServerError",
+}
+
+
+@dataclass
+class TransactOutcome:
+    """What ``transact_write_with_retry`` did: keys written, keys whose condition failed, calls, capacity."""
+
+    written: list[Any] = field(default_factory=list)
+    # Condition failed: (key, the item as it stands, or None if it no longer exists).
+    condition_failed: list[tuple[Any, dict[str, Any] | None]] = field(default_factory=list)
+    calls: int = 0
+    capacity_units: float = 0.0  # as DynamoDB reported it (ReturnConsumedCapacity=TOTAL); 0 if it did not
+
+
+def transact_write_with_retry(
+    dynamodb: Any, actions: Sequence[tuple[Any, dict[str, Any]]], *, max_attempts: int = 8,
+    size_of: Callable[[dict[str, Any]], int] = lambda action: 0,
+) -> TransactOutcome:
+    """TransactWriteItems ``actions`` ((key, action) pairs), 100 a call, each action conditional on its own.
+
+    A transaction is all or nothing: one failed condition cancels the call, and DynamoDB says
+    per action why (``CancellationReasons``, in request order; ``None`` for the innocent). The
+    actions whose condition failed are dropped and reported with the item as it stands (ask
+    for it with ``ReturnValuesOnConditionCheckFailure: ALL_OLD``), and the rest are sent again
+    at once. Conflicts with another transaction and throttling are sent again with backoff.
+    ``size_of`` bounds a call by DYNAMODB_TRANSACT_BYTES as well. Raises RuntimeError if a
+    call still fails after ``max_attempts`` tries, or on a reason no retry can cure.
+    """
+    outcome = TransactOutcome()
+    for batch in _transact_batches(actions, size_of):
+        pending = list(batch)
+        attempt = 0
+        while pending:
+            outcome.calls += 1
+            try:
+                response = dynamodb.transact_write_items(
+                    TransactItems=[action for _, action in pending], ReturnConsumedCapacity="TOTAL")
+            except ClientError as error:
+                code = error_code(error)
+                if code == "TransactionCanceledException":
+                    pending, cured_by_waiting = _after_cancellation(error, pending, outcome)
+                else:
+                    if code not in TRANSACT_RETRY_ERRORS:
+                        raise
+                    cured_by_waiting = True
+                if cured_by_waiting:
+                    attempt += 1
+                    if attempt >= max_attempts:
+                        raise RuntimeError(
+                            f"TransactWriteItems: {len(pending)} action(s) still failing after {max_attempts} attempts ({code})"
+                        ) from error
+                    backoff_sleep(attempt)
+                continue
+            outcome.written += [key for key, _ in pending]
+            outcome.capacity_units += sum(c.get("CapacityUnits", 0.0) for c in response.get("ConsumedCapacity", []))
+            pending = []
+    return outcome
+
+
+def _transact_batches(
+    actions: Sequence[tuple[Any, dict[str, Any]]], size_of: Callable[[dict[str, Any]], int],
+) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
+    batch: list[tuple[Any, dict[str, Any]]] = []
+    size = 0
+    for key, action in actions:
+        action_size = size_of(action)
+        if batch and (len(batch) == DYNAMODB_TRANSACT_BATCH or size + action_size > DYNAMODB_TRANSACT_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append((key, action))
+        size += action_size
+    if batch:
+        yield batch
+
+
+def _after_cancellation(
+    error: ClientError, pending: list[tuple[Any, dict[str, Any]]], outcome: TransactOutcome,
+) -> tuple[list[tuple[Any, dict[str, Any]]], bool]:
+    """The actions to send again after a cancelled transaction, and whether to wait first."""
+    reasons = error.response.get("CancellationReasons") or []
+    if len(reasons) != len(pending):
+        # Without a reason per action there is no telling which condition failed: retrying
+        # blindly could loop, and guessing could drop a good action. Stop, nothing written.
+        raise RuntimeError(f"TransactWriteItems cancelled with {len(reasons)} reason(s) for {len(pending)} action(s)") from error
+    again, wait = [], False
+    for (key, action), reason in zip(pending, reasons):
+        code = reason.get("Code") or "None"
+        if code == "ConditionalCheckFailed":
+            outcome.condition_failed.append((key, reason.get("Item")))
+        elif code == "None":
+            again.append((key, action))
+        elif code in TRANSACT_RETRY_REASONS:
+            again.append((key, action))
+            wait = True
+        else:
+            raise RuntimeError(f"TransactWriteItems cancelled for {key!r}: {code} {reason.get('Message', '')}") from error
+    # Cancelled with nothing to drop: whatever it was, only time can cure it.
+    return again, wait or len(again) == len(pending)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ client the project creates, and we register botocore event handlers on it:
 - partial batch failures (``provide-client-params`` + ``after-call``): some entries of a
   batch call are really dropped from the request before it is sent, and the answer reports
   them as not processed (``UnprocessedItems``/``UnprocessedKeys``, ``Failed`` entries,
-  ``InvalidParameters``), so an entry the code believes done really is done;
+  ``InvalidParameters``), so an entry the code believes done really is done. A transaction
+  (``TransactWriteItems``) is all or nothing, so its partial failure is the one AWS sends:
+  every other call is answered (``before-call``, nothing reaches moto) with a
+  ``TransactionCanceledException`` whose ``CancellationReasons`` name a
+  ``TransactionConflict`` for the second half of the actions and ``None`` for the rest;
 - crashes (``provide-client-params``, before the call is built or sent): the Nth call of one
   operation raises ``InjectedCrash``, a ``BaseException`` like the ``SystemExit`` or
   ``KeyboardInterrupt`` of a killed worker, so no ``except Exception`` in the code can
@@ -147,6 +151,8 @@ def _report_invalid_names(parsed: dict[str, Any], dropped: Any) -> int:
     return len(dropped)
 
 
+TRANSACTION = ("dynamodb", "TransactWriteItems")  # partial failure: a cancellation (see the module docstring)
+
 PARTIAL: dict[tuple[str, str], tuple[Callable[[dict], Any], Callable[[dict, Any], int]]] = {
     ("dynamodb", "BatchWriteItem"): (_drop_batch_write, _report_batch_write),
     ("dynamodb", "BatchGetItem"): (_drop_batch_get, _report_batch_get),
@@ -173,6 +179,7 @@ class Faults:
     injected: Counter = field(default_factory=Counter)  # what was injected, by kind
     _crash_calls: int = 0
     _pending: dict[tuple[int, str], Any] = field(default_factory=dict)  # (thread, operation) -> dropped entries
+    _transactions: int = 0
 
     @contextmanager
     def armed(self) -> Iterator[Faults]:
@@ -233,9 +240,28 @@ class Faults:
                 self.injected[f"partial {key[1]}"] += report(parsed, dropped)
         return handler
 
+    def _cancel_transaction(self, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if not self._armed or TRANSACTION not in self.partial_ops:
+            return None
+        actions = json.loads(params["body"])["TransactItems"]
+        kept, rest = _split(actions)
+        with self._lock:
+            self._transactions += 1
+            cancel = bool(rest) and self._transactions % 2 == 1
+        if not cancel:
+            return None
+        self.injected["partial TransactWriteItems"] += len(rest)
+        reasons = [{"Code": "None"}] * len(kept) + [
+            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item (injected)"}] * len(rest)
+        parsed = {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled (injected)"},
+                  "CancellationReasons": reasons, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse(params["url"], 400, {}, _Raw(b"")), parsed
+
     def observe(self, client: Any) -> None:
         service = client.meta.service_model.service_name
         events = client.meta.events
+        if service == TRANSACTION[0]:
+            events.register(f"before-call.{service}.{TRANSACTION[1]}", self._cancel_transaction)
         events.register("before-send", self._before_send)
         # provide-client-params: the API parameters as the caller passed them, before anything is sent
         events.register("provide-client-params", self._crash_check)

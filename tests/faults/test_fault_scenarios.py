@@ -220,8 +220,8 @@ PIECES = {
     "archive_old_jobs": Piece(
         "archive_old_jobs", build_archive, run_archive,
         {"PutObject-manifest": (("s3", "PutObject"), _key_ends("_manifest.json")),  # part written, no manifest yet
-         "BatchWriteItem": (("dynamodb", "BatchWriteItem"), _any)},
-        {("dynamodb", "BatchWriteItem")},
+         "TransactWriteItems": (("dynamodb", "TransactWriteItems"), _any)},  # archive verified, nothing deleted
+        {("dynamodb", "TransactWriteItems")},
         transient_every=5,
     ),
     "restore_archived_jobs": Piece(

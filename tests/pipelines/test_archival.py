@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 from datetime import timedelta
 
@@ -89,7 +90,7 @@ def test_many_query_pages_and_parts(aws, settings):
     # 130 records over 4 statuses, 7 a page: at least ceil(n_status / 7) pages each.
     assert result.query.pages >= sum(math.ceil(n / 7) for n in result.query.by_status.values()) >= 19
     assert result.deleted == 130 and table_items(aws, settings) == {}
-    assert result.delete_calls == math.ceil(130 / 25)
+    assert result.delete_calls == math.ceil(130 / 100)  # conditional deletes, 100 a TransactWriteItems
     manifest = read_manifest_json(aws, settings)
     assert len(manifest["parts"]) == len(result.parts_written) >= 3
     assert sum(p["records"] for p in manifest["parts"]) == manifest["record_count"] == 130
@@ -149,15 +150,15 @@ def _is_manifest_put(op, params):
     return op == "PutObject" and params["url_path"].endswith("_manifest.json")
 
 
-def _every_batch_write(op, params):
-    return op == "BatchWriteItem"
+def _every_delete_call(op, params):
+    return op == "TransactWriteItems"
 
 
-def _second_batch_write():
+def _second_delete_call():
     seen = []
 
     def when(op, params):
-        if op == "BatchWriteItem":
+        if op == "TransactWriteItems":
             seen.append(1)
             return len(seen) >= 2
         return False
@@ -169,25 +170,25 @@ def _second_batch_write():
     "crash_point", ["after the parts, before the manifest", "after the archive, before the deletes", "midway through the deletes"]
 )
 def test_a_crash_loses_nothing_and_the_next_run_finishes(aws, settings, crash_point):
-    jobs = day_jobs("crash", 60)
+    jobs = day_jobs("crash", 130)  # more than one delete call's 100
     put_jobs(aws, settings, jobs)
     when = {"after the parts, before the manifest": _is_manifest_put,
-            "after the archive, before the deletes": _every_batch_write,
-            "midway through the deletes": _second_batch_write()}[crash_point]
+            "after the archive, before the deletes": _every_delete_call,
+            "midway through the deletes": _second_delete_call()}[crash_point]
 
     with pytest.raises(ConnectionError, match="injected crash"):
-        archive(_crashing_clients(when), settings, part_max_bytes=6_000)
+        archive(_crashing_clients(when), settings, part_max_bytes=12_000)
 
     # Every record is in the table or in a part in S3 (or both).
     in_table = set(table_items(aws, settings))
     parts = [k for k in s3_keys(aws, settings) if k.endswith(".jsonl.gz")]
     in_parts = [line["job_id"] for key in parts for line in archived_lines(aws, settings, key)]
-    assert len(in_parts) == len(set(in_parts)) == 60
+    assert len(in_parts) == len(set(in_parts)) == 130
     assert in_table | set(in_parts) == {j["job_id"]["S"] for j in jobs}
     if crash_point == "midway through the deletes":
-        assert len(in_table) == 60 - 25
+        assert len(in_table) == 130 - 100
     else:
-        assert len(in_table) == 60
+        assert len(in_table) == 130
 
     again = archive(aws, settings, run_id="run-2")
 
@@ -197,42 +198,73 @@ def test_a_crash_loses_nothing_and_the_next_run_finishes(aws, settings, crash_po
         assert again.parts_adopted == parts
     assert table_items(aws, settings) == {}
     manifest = read_manifest_json(aws, settings)
-    assert manifest["record_count"] == 60 and [p["key"] for p in manifest["parts"]] == parts
+    assert manifest["record_count"] == 130 and [p["key"] for p in manifest["parts"]] == parts
     restore(aws, settings)
     assert table_items(aws, settings) == {j["job_id"]["S"]: j for j in jobs}
 
 
-def test_unprocessed_items_are_retried_until_deleted(aws, settings):
-    put_jobs(aws, settings, day_jobs("slow", 50))
-    calls = []
-    held_back: list[list] = []
+def _answering_clients(answers):
+    """A fresh AwsClients whose TransactWriteItems calls get ``answers`` (fake error responses) first, then moto."""
+    from types import SimpleNamespace
+
+    sent = []
 
     def observe(client):
-        # DynamoDB may process only part of a batch: send half of each batch, report the rest unprocessed.
-        def provide_params(params, **kwargs):
-            calls.append(1)
-            (table, requests), = params["RequestItems"].items()
-            keep = max(1, len(requests) // 2)
-            held_back.append([table, requests[keep:]])
-            params["RequestItems"] = {table: requests[:keep]}
+        def before_call(model, params, **kwargs):
+            items = json.loads(params["body"])["TransactItems"]  # the serialised request
+            sent.append(len(items))
+            if answers:
+                # A before-call handler's answer stands in for the HTTP round trip (botocore's own retries skipped).
+                return SimpleNamespace(status_code=400, headers={}), answers.pop(0)(items)
+            return None
 
-        def after_call(parsed, **kwargs):
-            table, rest = held_back.pop()
-            if rest:
-                parsed["UnprocessedItems"] = {table: rest}
-
-        client.meta.events.register("provide-client-params.dynamodb.BatchWriteItem", provide_params)
-        client.meta.events.register("after-call.dynamodb.BatchWriteItem", after_call)
+        client.meta.events.register("before-call.dynamodb.TransactWriteItems", before_call)
 
     remove = add_client_observer(observe)
     try:
-        flaky = load_aws_clients()
-        result = archive(flaky, settings)
+        clients = load_aws_clients()
+        clients.dynamodb
     finally:
         remove()
+    return clients, sent
 
-    assert result.deleted == 50 and table_items(aws, settings) == {}
-    assert result.delete_calls == len(calls) > math.ceil(50 / 25)
+
+def _cancelled(code_of):
+    def answer(items):
+        reasons = [{"Code": code_of(n), "Message": "injected"} if code_of(n) != "None" else {"Code": "None"}
+                   for n in range(len(items))]
+        return {"Error": {"Code": "TransactionCanceledException", "Message": "injected"}, "CancellationReasons": reasons}
+    return answer
+
+
+def _throttled(items):
+    return {"Error": {"Code": "ThrottlingException", "Message": "injected"}}
+
+
+def test_conflicts_and_throttling_are_retried_until_deleted(aws, settings, monkeypatch):
+    monkeypatch.setattr("pipelines.common.aws.backoff_sleep", lambda attempt: None)
+    put_jobs(aws, settings, day_jobs("slow", 150))
+    answers = [
+        _throttled,  # the whole call throttled
+        _cancelled(lambda n: "TransactionConflict" if n == 3 else "None"),  # another transaction holds one item
+        _cancelled(lambda n: "ThrottlingError" if n % 2 else "None"),
+    ]
+    flaky, sent = _answering_clients(answers)
+
+    result = archive(flaky, settings)
+
+    assert result.deleted == 150 and table_items(aws, settings) == {}
+    assert result.changed_since_archive == 0 and result.gone_before_delete == 0
+    assert result.delete_calls == len(sent) == 2 + 3  # two batches of 100 and 50, three retried
+    assert sent[:4] == [100, 100, 100, 100]  # a retry resends the whole batch: nothing dropped
+
+
+def test_a_cancellation_without_reasons_stops_before_guessing(aws, settings):
+    put_jobs(aws, settings, day_jobs("odd", 5))
+    flaky, _ = _answering_clients([lambda items: {"Error": {"Code": "TransactionCanceledException", "Message": "?"}}])
+    with pytest.raises(RuntimeError, match="0 reason"):
+        archive(flaky, settings)
+    assert len(table_items(aws, settings)) == 5
 
 
 def test_archive_then_restore_gives_back_exactly_the_original_records(aws, settings):
@@ -307,3 +339,92 @@ def test_too_many_deletes_fail_after_the_archive_is_safe(aws, settings):
         archive(aws, settings, max_deletes=20)
     assert len(table_items(aws, settings)) == 30 and read_manifest_json(aws, settings)["record_count"] == 30
     assert archive(aws, settings, run_id="run-2", max_deletes=30).deleted == 30
+
+
+# ---- a record that changes after its archive copy is written -----------------------------------
+
+def _racing_clients(aws, settings, mutate):
+    """A fresh AwsClients that runs ``mutate(admin)`` once, just before its first TransactWriteItems: the race."""
+    done = []
+
+    def observe(client):
+        def before_call(**kwargs):
+            if not done:
+                done.append(1)
+                mutate(aws)
+
+        client.meta.events.register("before-call.dynamodb.TransactWriteItems", before_call)
+
+    remove = add_client_observer(observe)
+    try:
+        clients = load_aws_clients()
+        clients.dynamodb
+    finally:
+        remove()
+    return clients
+
+
+def test_a_record_changed_after_its_archive_copy_is_kept_and_the_next_run_archives_its_new_version(aws, settings):
+    jobs = day_jobs("chg", 30)
+    put_jobs(aws, settings, jobs)
+    by_id = {j["job_id"]["S"]: j for j in jobs}
+    changed = {
+        "chg-1": dict(by_id["chg-1"], status={"S": "running"}),  # set back to running
+        "chg-2": dict(by_id["chg-2"], exit_code={"N": "137"}),  # corrected
+        "chg-3": dict(by_id["chg-3"], interrupted_by={"S": "stuck_jobs_sweep"}),  # an attribute added
+        "chg-4": {k: v for k, v in by_id["chg-4"].items() if k != "duration_seconds"},  # one removed
+    }
+
+    def mutate(admin):
+        put_jobs(admin, settings, list(changed.values()))
+        admin.dynamodb.delete_item(TableName=settings.jobs_table, Key={"job_id": {"S": "chg-5"}})  # someone else
+
+    result = archive(_racing_clients(aws, settings, mutate), settings)
+
+    assert (result.deleted, result.changed_since_archive, result.gone_before_delete) == (25, 4, 1)
+    assert table_items(aws, settings) == changed  # every new version kept, exactly
+    whats = dict(result.changed_examples)
+    assert set(whats) == set(changed)
+    assert whats["chg-1"] == "status 'failed' -> 'running'"
+    assert "exit_code" in whats["chg-2"] and "interrupted_by added" in whats["chg-3"]
+    assert "duration_seconds removed" in whats["chg-4"]
+
+    again = archive(aws, settings, run_id="run-2")
+
+    # The three still finished that day are archived in their new versions, in a new part.
+    assert (again.newly_archived, again.already_archived, again.deleted, again.changed_since_archive) == (3, 0, 3, 0)
+    assert table_items(aws, settings) == {"chg-1": changed["chg-1"]}  # running: not archival's business
+    manifest = read_manifest_json(aws, settings)
+    assert [p["key"] for p in manifest["parts"]] == [PREFIX + "part-00000.jsonl.gz", PREFIX + "part-00001.jsonl.gz"]
+    assert manifest["record_count"] == 33 and manifest["run_ids"] == ["run-1", "run-2"]
+    first = archived_lines(aws, settings, PREFIX + "part-00000.jsonl.gz")
+    assert sorted(line["job_id"] for line in first) == sorted(by_id)  # the old archive is untouched
+    new = {line["job_id"]: line for line in archived_lines(aws, settings, PREFIX + "part-00001.jsonl.gz")}
+    assert new["chg-2"]["exit_code"] == 137 and new["chg-3"]["interrupted_by"] == "stuck_jobs_sweep"
+    assert "duration_seconds" not in new["chg-4"]
+
+    third = archive(aws, settings, run_id="run-3")  # settled: verifies both parts, writes nothing
+    assert (third.parts_verified, third.newly_archived, third.deleted, third.parts_written) == (2, 0, 0, [])
+
+    restored = restore(aws, settings)
+
+    # Each job comes back in its latest archived version; the running record is not clobbered.
+    assert (restored.restored, restored.superseded, restored.conflicts) == (29, 3, 1)
+    expected = {**by_id, **changed}
+    assert table_items(aws, settings) == expected
+
+
+def test_a_record_changed_and_changed_back_is_archived_again_so_the_latest_line_is_what_was_deleted(aws, settings):
+    original = job("flip-1", "completed", f"{DAY}T05:00:00Z")
+    put_jobs(aws, settings, [original])
+    corrected = dict(original, exit_code={"N": "3"})
+    archive(_racing_clients(aws, settings, lambda admin: put_jobs(admin, settings, [corrected])), settings)
+    archive(_racing_clients(aws, settings, lambda admin: put_jobs(admin, settings, [original])), settings, run_id="run-2")
+    assert table_items(aws, settings) == {"flip-1": original}  # changed back before the second delete: kept
+
+    last = archive(aws, settings, run_id="run-3")
+
+    # The original's line is in part 0, but the archive's latest (part 1) is the corrected one:
+    # the original is written again rather than deleted on the strength of an older line.
+    assert (last.newly_archived, last.deleted) == (1, 1)
+    assert restore(aws, settings).restored == 1 and table_items(aws, settings) == {"flip-1": original}
