@@ -44,6 +44,7 @@ from pipelines.archival.records import (
     UnarchivableRecord, completed_at_of, decode_record, earliest, encode_record, job_id_of, latest,
 )
 from pipelines.common.aws import DYNAMODB_TRANSACT_BATCH
+from pipelines.common.contract import iso
 from pipelines.common.safety import check_blast_radius
 
 DEFAULT_PART_MAX_BYTES = 64 * 1024 * 1024  # uncompressed; about 200,000 job records
@@ -144,10 +145,6 @@ class _PartLoader:
         self.max_completed_at = latest(self.max_completed_at, completed)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def archive_day(
     dynamodb: Any,
     s3: Any,
@@ -171,7 +168,7 @@ def archive_day(
     if the archive cannot be trusted.
     """
     now = now or datetime.now(timezone.utc)
-    written_at = _iso(now)
+    written_at = iso(now)
     result = DayArchiveResult(day=day, dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="job-archive-") as scratch, closing(_Ledger(os.path.join(scratch, "ledger.db"))) as ledger:
         # 1. The archive as it stands: verified parts named by the manifest, then orphans adopted.

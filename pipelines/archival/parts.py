@@ -24,14 +24,11 @@ from botocore.exceptions import ClientError
 
 from pipelines.archival.records import earliest, latest
 from pipelines.common.aws import error_code
+from pipelines.common.message_archive import ArchiveVerificationError  # noqa: F401 - one error for every archive
 
 ARCHIVE_ROOT = "jobs"
 PART_NAME = re.compile(r"part-(\d{5,})\.jsonl\.gz\Z")
 READ_CHUNK = 1024 * 1024
-
-
-class ArchiveVerificationError(RuntimeError):
-    """An archive object read back does not match what was recorded; nothing was deleted."""
 
 
 class ArchiveConflict(RuntimeError):

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
+from pipelines.common.contract import FINISHED_STATUSES
+
 COMPLETED_AT_INDEX = "completed_at-index"
 
 

@@ -28,7 +28,7 @@ _STRING_FIELD, _BINARY_FIELD, _STRING_LIST_FIELD, _BINARY_LIST_FIELD = 1, 2, 3, 
 
 
 class ArchiveVerificationError(RuntimeError):
-    """The archive read back does not match what was written (or what SQS holds); the queue was kept."""
+    """An archive object read back does not match what was written (or what SQS holds); nothing was deleted."""
 
 
 def _b64(data: bytes) -> str:

@@ -25,12 +25,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipelines.common.aws import SQS_BATCH, batch_get_with_retry, batch_write_with_retry, error_code, queue_name
+from pipelines.common.contract import QUEUE_GONE_CODES as _GONE, QUEUE_KINDS  # noqa: F401 - re-exported
 from pipelines.common.message_archive import (  # noqa: F401 (ArchiveVerificationError: raised from here, as before)
     ArchiveVerificationError, archive_record, check_read_back, encode_archive,
 )
-
-QUEUE_KINDS = ("input", "output", "dlq")
-_GONE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
 @dataclass

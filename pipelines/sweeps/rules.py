@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # runners imports this module; the rule only reads a Liveness
 
 from pipelines.common.contract import (  # noqa: F401 - the sweeps import the vocabulary from here too
     JOB_ID_TAG,
+    iso,
     JOB_STATUSES,
     MANAGED_TAG,
     POOL_TAG,
@@ -179,11 +180,6 @@ def shown(text: str | None) -> str:
     return repr(text if text is None else text[:80])
 
 
-def iso_utc(when: datetime) -> str:
-    """The contract's time format, to the second: 2026-11-22T10:05:14Z."""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_started_at(raw: str | None, now: datetime) -> tuple[datetime | None, str | None]:
     """A record's ``started_at`` parsed strictly as ISO 8601 UTC: (time, None), or (None, why it is unusable).
 
@@ -266,5 +262,5 @@ def interrupted_at(runner: Liveness | None, started: datetime | None, now: datet
     if ended is not None and ended.tzinfo is None:
         ended = ended.replace(tzinfo=timezone.utc)
     if ended is not None and started is not None and started <= ended <= now:
-        return iso_utc(ended), "when AWS says the runner ended"
-    return iso_utc(now), "now: AWS gives no usable end time"
+        return iso(ended), "when AWS says the runner ended"
+    return iso(now), "now: AWS gives no usable end time"
