@@ -11,7 +11,7 @@ from dagster import AssetSpec, Definitions
 
 from pipelines.common.requests import RequestableJob
 from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm, stuck_jobs
-from pipelines.sweeps.plans import plan_asset_key
+from pipelines.sweeps.plans import actions_asset_key, plan_asset_key
 
 JOBS = [
     orphaned_instances.orphaned_instances_sweep,
@@ -39,5 +39,15 @@ PLAN_ASSETS = [
     )
     for job in JOBS
 ]
+# What each real run of a sweep did (done, skipped at re-check, failed, marked), downstream of
+# the plan it acted on: the lineage from plan to action.
+ACTION_ASSETS = [
+    AssetSpec(
+        actions_asset_key(job.name), deps=[plan_asset_key(job.name)], group_name="sweeps", kinds={"plan"},
+        description=f"What each real run of {job.name} did: acted, skipped at re-check (and why), failed, "
+        "marked (first sightings, not yet acted on).",
+    )
+    for job in JOBS
+]
 
-defs = Definitions(jobs=JOBS, schedules=SCHEDULES, assets=PLAN_ASSETS)
+defs = Definitions(jobs=JOBS, schedules=SCHEDULES, assets=[*PLAN_ASSETS, *ACTION_ASSETS])

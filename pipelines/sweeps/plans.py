@@ -91,6 +91,11 @@ def plan_asset_key(job_name: str) -> AssetKey:
     return AssetKey(f"{job_name}_plan")
 
 
+def actions_asset_key(job_name: str) -> AssetKey:
+    """What a sweep job did on each real run, downstream of its plan: ``<sweep job>_actions``."""
+    return AssetKey(f"{job_name}_actions")
+
+
 def observation_time(context: Any) -> datetime:
     """The schedule tick this run was started for, else now (see ``pipelines.sweeps.observations``)."""
     tick = context.run.tags.get("dagster/scheduled_execution_time") if context.run else None
@@ -256,6 +261,9 @@ def guarded_act(
         # The actions are done; a lost datum must not turn a finished cleanup into a failed run.
         log.warning(f"{plan.kind}: could not publish {metric}: {error}")
     metadata: Mapping[str, Any] = {**outcome_metadata(result), **marked}
+    # The actions asset: what each real run did, downstream of the plan it acted on (lineage).
+    context.log_event(AssetMaterialization(asset_key=actions_asset_key(context.job_name),
+                                           description=f"{plan.kind}: what the sweep did", metadata=metadata))
     if result.failed:
         raise Failure(
             description=f"{plan.kind}: {len(result.failed)} action(s) failed; a re-run retries them", metadata=metadata

@@ -170,3 +170,18 @@ def test_the_housekeeping_request_path_keeps_both_protections(aws, settings, ins
     assert act_metadata(result)["marked"] == 1 and running(aws, [orphan]) == {orphan}
     assert request.build_run_config({"confirm_after_minutes": 0, "anomaly_factor": 10})["ops"][oi.ACT_OP]["config"] \
         == {"confirm_after_minutes": 0, "anomaly_factor": 10.0}
+
+
+def test_plan_and_actions_assets_show_each_run_with_lineage(aws, settings, instance):
+    from definitions import defs
+
+    graph = defs.get_repository_def().asset_graph
+    actions = AssetKey("orphaned_instances_sweep_actions")
+    assert AssetKey("orphaned_instances_sweep_plan") in graph.get(actions).parent_keys  # plan -> action
+    orphan = launch(aws, 500)
+    sweep(instance, aws, settings, T0, dry_run=True)  # a dry run plans but does nothing
+    assert not instance.fetch_materializations(actions, limit=5).records
+    sweep(instance, aws, settings, T0 + timedelta(minutes=15))
+    (did,) = instance.fetch_materializations(actions, limit=5).records
+    metadata = did.asset_materialization.metadata
+    assert metadata["acted"].value == 1 and running(aws, [orphan]) == set()
