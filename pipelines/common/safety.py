@@ -37,6 +37,9 @@ class ActResult:
     done: list[PlannedAction] = field(default_factory=list)
     skipped: list[tuple[PlannedAction, str]] = field(default_factory=list)
     failed: list[tuple[PlannedAction, str]] = field(default_factory=list)
+    # How many things each done action counts for in the sweep's metric (e.g. queues deleted
+    # for one runner); a target not listed counts 1.
+    units: dict[str, int] = field(default_factory=dict)
 
 
 class SweepConfig(Config):

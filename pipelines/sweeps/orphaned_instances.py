@@ -16,13 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
 
 from pipelines.common.aws import EC2_TERMINATE_BATCH, batch_get_with_retry, chunks, error_code
-from pipelines.common.requests import requestable
-from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
+from pipelines.common.safety import ActResult, PlannedAction
 from pipelines.sweeps import rules
-from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.factory import sweep_job
+from pipelines.sweeps.plans import Kept, SweepPlan
 from pipelines.sweeps.rules import (
     DEFAULT_MAX_RUNTIME_MINUTES,
     GRACE_MINUTES,
@@ -266,44 +265,23 @@ def terminate(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActR
     return result
 
 
-SCHEDULE_MINUTES = 15  # the schedule below; also the default two-observation window
-
 # --- Dagster layer --------------------------------------------------------------------------
 
-
-@op(name="plan_orphaned_instances", out=Out(SweepPlan))
-def plan_orphaned_instances_op(context, aws: AwsClients, settings: FleetSettings) -> Any:
-    """Find managed running instances past their pool's max runtime + 10 min with no running job; record the plan."""
-    yield from plan_output(context, find_and_plan(aws, settings))
-
-
-@op(ins={"plan": In(SweepPlan)})
-def terminate_orphaned_instances(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
-                                 settings: FleetSettings) -> Output:
-    """Terminate the planned instances (1000 a call) after re-checking each; dry run and blast radius guard it."""
-    return guarded_act(context, plan, config, settings, aws, lambda p: terminate(aws, settings, p),
-                       "OrphanedInstancesTerminated", interval_minutes=SCHEDULE_MINUTES)
-
-
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_instances_sweep"})
-def orphaned_instances_sweep() -> None:
-    """Terminate managed instances running past their pool's max_runtime_minutes (default 360) + 10 min,
-    unless protected (runs-fleet:protect with any value but false) or their job is still running; the jobs
-    table is read again just before TerminateInstances. Plan first; `dry_run`,
-    `max_actions` and `max_fraction` are set on the terminate op's config."""
-    terminate_orphaned_instances(plan_orphaned_instances_op())
-
-
-orphaned_instances_schedule = ScheduleDefinition(
-    name="orphaned_instances_every_15_minutes",
-    job=orphaned_instances_sweep,
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Every 15 min: the orphaned instances sweep. Destructive: an operator turns it on.",
+SWEEP = sweep_job(
+    name="orphaned_instances_sweep", task_type="orphaned_instances",
+    plan_op="plan_orphaned_instances", act_op="terminate_orphaned_instances",
+    find_and_plan=lambda aws, settings, _config: find_and_plan(aws, settings),
+    act=terminate, metric="OrphanedInstancesTerminated",
+    interval_minutes=15, cron="*/15 * * * *", schedule_name="orphaned_instances_every_15_minutes",
+    description="Terminate managed instances running past their pool's max_runtime_minutes (default 360) + 10 min, "
+    "unless protected (runs-fleet:protect with any value but false) or their job is still running. Plan first (the "
+    "orphaned_instances_sweep_plan asset); a target is terminated once two plans a schedule interval apart held it, "
+    "after the instance, its pool and its job are read again. `dry_run`, `max_actions`, `max_fraction`, "
+    "`confirm_after_minutes` and `anomaly_factor` are set on the terminate op's config.",
+    plan_description="Find managed running instances past their pool's max runtime + 10 min with no running job; "
+    "record the plan (every candidate, with what it spared and why).",
+    act_description="Terminate the confirmed targets (1000 a call) after re-reading each instance, its pool and its "
+    "job; dry run, blast radius, the anomaly gate and two observations guard it.",
 )
-
-PLAN_OP = "plan_orphaned_instances"
-ACT_OP = "terminate_orphaned_instances"
-
-REQUEST = requestable("orphaned_instances", "orphaned_instances_sweep", {ACT_OP: SweepConfig})
+orphaned_instances_sweep, orphaned_instances_schedule, REQUEST = SWEEP.job, SWEEP.schedule, SWEEP.request
+PLAN_OP, ACT_OP = SWEEP.plan_op, SWEEP.act_op

@@ -14,15 +14,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
 
 from pipelines.common.aws import batch_get_with_retry, batch_write_with_retry, error_code, queue_name
-from pipelines.common.requests import requestable
 from pipelines.common.contract import QUEUE_GONE_CODES, parse_runner_queue_name
 from pipelines.common.runner_queues import archive_and_delete_runner_queues
-from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
+from pipelines.common.safety import ActResult, PlannedAction
 from pipelines.sweeps import rules
-from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.factory import sweep_job
+from pipelines.sweeps.plans import Kept, SweepPlan
 from pipelines.sweeps.runners import Liveness, runner_liveness
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -262,51 +261,30 @@ def _delete_idle_tracking(aws: AwsClients, settings: FleetSettings, plan: SweepP
     result.done += go
 
 
-SCHEDULE_MINUTES = 360  # the schedule below; also the default two-observation window
-
 # --- Dagster layer --------------------------------------------------------------------------
 
 
-@op(name="plan_orphaned_queues", out=Out(SweepPlan))
-def plan_orphaned_queues_op(context, aws: AwsClients, settings: FleetSettings) -> Any:
-    """Find per-runner queues older than 24 h and tracking records idle > 24 h whose runner is gone; record the plan."""
-    yield from plan_output(context, find_and_plan(aws, settings))
+def _delete_counting_queues(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+    """``delete_orphaned``, with each runner counted in the metric by its queues deleted (0 for a tracking record)."""
+    result, deleted = delete_orphaned(aws, settings, plan)
+    result.units = {a.resource: deleted.get(a.resource, 0) for a in result.done}
+    return result
 
 
-@op(ins={"plan": In(SweepPlan)})
-def delete_orphaned_queues(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
-                           settings: FleetSettings) -> Output:
-    """Archive each planned runner's messages to S3 (verified), then delete its queues and tracking record;
-    re-checks the runner first; dry run and blast radius guard it."""
-    deleted: dict[str, int] = {}
-
-    def act(p: SweepPlan) -> ActResult:
-        result, counts = delete_orphaned(aws, settings, p)
-        deleted.update(counts)
-        return result
-
-    return guarded_act(context, plan, config, settings, aws, act, "OrphanedQueuesDeleted",
-                       metric_count=lambda a: deleted.get(a.resource, 0), interval_minutes=SCHEDULE_MINUTES)
-
-
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "orphaned_queues_sweep"})
-def orphaned_queues_sweep() -> None:
-    """Archive (to S3, verified) then delete per-runner queues older than 24 h whose runner is gone, with their
-    tracking records; tracking records idle > 24 h of gone runners go too. Plan first; `dry_run`,
-    `max_actions` and `max_fraction` are set on the delete op's config."""
-    delete_orphaned_queues(plan_orphaned_queues_op())
-
-
-orphaned_queues_schedule = ScheduleDefinition(
-    name="orphaned_queues_every_6_hours",
-    job=orphaned_queues_sweep,
-    cron_schedule="0 */6 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Every 6 h: the orphaned queues sweep. Destructive: an operator turns it on.",
+SWEEP = sweep_job(
+    name="orphaned_queues_sweep", task_type="orphaned_queues",
+    plan_op="plan_orphaned_queues", act_op="delete_orphaned_queues",
+    find_and_plan=lambda aws, settings, _config: find_and_plan(aws, settings),
+    act=_delete_counting_queues, metric="OrphanedQueuesDeleted",
+    interval_minutes=360, cron="0 */6 * * *", schedule_name="orphaned_queues_every_6_hours",
+    description="Archive (to S3, verified) then delete per-runner queues older than 24 h whose runner is gone, with "
+    "their tracking records; tracking records idle > 24 h of gone runners go too. Plan first (the "
+    "orphaned_queues_sweep_plan asset); a runner's queues go once two plans six hours apart held them. `dry_run`, "
+    "`max_actions`, `max_fraction`, `confirm_after_minutes` and `anomaly_factor` are set on the delete op's config.",
+    plan_description="Find per-runner queues older than 24 h and tracking records idle > 24 h whose runner is gone; "
+    "record the plan.",
+    act_description="Archive each confirmed runner's messages to S3 (verified), then delete its queues and tracking "
+    "record; re-checks the runner first; dry run, blast radius, the anomaly gate and two observations guard it.",
 )
-
-PLAN_OP = "plan_orphaned_queues"
-ACT_OP = "delete_orphaned_queues"
-
-REQUEST = requestable("orphaned_queues", "orphaned_queues_sweep", {ACT_OP: SweepConfig})
+orphaned_queues_sweep, orphaned_queues_schedule, REQUEST = SWEEP.job, SWEEP.schedule, SWEEP.request
+PLAN_OP, ACT_OP = SWEEP.plan_op, SWEEP.act_op

@@ -172,11 +172,11 @@ def plan_output(context: Any, plan: SweepPlan) -> Any:
     yield Output(plan, metadata={**counts, "plan": table, "kept": _kept_markdown(plan.kept)})
 
 
-def metrics_by_pool(name: str, result: ActResult, count: Callable[[Any], int] = lambda a: 1) -> list[Metric]:
+def metrics_by_pool(name: str, result: ActResult) -> list[Metric]:
     """One datum per pool (no dimension when the pool is unknown); a single 0 when nothing was done."""
     per_pool: Counter[str | None] = Counter()
     for action in result.done:
-        per_pool[action.pool] += count(action)
+        per_pool[action.pool] += result.units.get(action.resource, 1)
     if not per_pool:
         return [Metric(name, 0)]
     return [Metric(name, value, pool=pool) for pool, value in sorted(per_pool.items(), key=lambda kv: kv[0] or "")]
@@ -203,7 +203,6 @@ def guarded_act(
     aws: AwsClients,
     act: Callable[[SweepPlan], ActResult],
     metric: str,
-    metric_count: Callable[[Any], int] = lambda a: 1,
     *,
     interval_minutes: int,
 ) -> Output:
@@ -256,7 +255,7 @@ def guarded_act(
         f"{plan.kind}: {len(result.done)} done, {len(result.skipped)} skipped at re-check, {len(result.failed)} failed"
     )
     try:
-        put_metrics(aws.cloudwatch, settings.metrics_namespace, metrics_by_pool(metric, result, metric_count))
+        put_metrics(aws.cloudwatch, settings.metrics_namespace, metrics_by_pool(metric, result))
     except (ClientError, BotoCoreError) as error:
         # The actions are done; a lost datum must not turn a finished cleanup into a failed run.
         log.warning(f"{plan.kind}: could not publish {metric}: {error}")

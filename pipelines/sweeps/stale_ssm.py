@@ -12,13 +12,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import Config, DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
+from dagster import Config
 from pydantic import Field
 
 from pipelines.common.aws import SSM_DELETE_BATCH, chunks, error_code
-from pipelines.common.requests import requestable
-from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
-from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
+from pipelines.common.safety import ActResult, PlannedAction
+from pipelines.sweeps.factory import sweep_job
+from pipelines.sweeps.plans import Kept, SweepPlan
 from pipelines.sweeps.runners import Liveness, runner_liveness
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -143,8 +143,6 @@ def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> A
     return result
 
 
-SCHEDULE_MINUTES = 60  # the schedule below; also the default two-observation window
-
 # --- Dagster layer --------------------------------------------------------------------------
 
 
@@ -158,38 +156,20 @@ class StaleSsmPlanConfig(Config):
     )
 
 
-@op(name="plan_stale_ssm", out=Out(SweepPlan))
-def plan_stale_ssm_op(context, config: StaleSsmPlanConfig, aws: AwsClients, settings: FleetSettings) -> Any:
-    """Find runner parameters older than min_age_minutes whose runner (EC2 or ECS) is gone; record the plan."""
-    yield from plan_output(context, find_and_plan(aws, settings, config.min_age_minutes))
-
-
-@op(ins={"plan": In(SweepPlan)})
-def delete_stale_parameters(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
-                            settings: FleetSettings) -> Output:
-    """Delete the planned parameters (10 a call) after re-checking their runners; dry run and blast radius guard it."""
-    return guarded_act(context, plan, config, settings, aws, lambda p: delete_stale(aws, settings, p),
-                       "SSMParametersDeleted", interval_minutes=SCHEDULE_MINUTES)
-
-
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "stale_ssm_sweep"})
-def stale_ssm_sweep() -> None:
-    """Delete runner SSM parameters ({prefix}{runner-id}/config) older than min_age_minutes (default 60)
-    whose runner no longer exists (EC2 instance terminated/unknown, ECS task stopped/unknown). Plan first;
-    `dry_run`, `max_actions` and `max_fraction` are set on the delete op's config."""
-    delete_stale_parameters(plan_stale_ssm_op())
-
-
-stale_ssm_schedule = ScheduleDefinition(
-    name="stale_ssm_hourly",
-    job=stale_ssm_sweep,
-    cron_schedule="0 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Hourly: the stale SSM parameters sweep. Destructive: an operator turns it on.",
+SWEEP = sweep_job(
+    name="stale_ssm_sweep", task_type="stale_ssm", plan_op="plan_stale_ssm", act_op="delete_stale_parameters",
+    find_and_plan=lambda aws, settings, config: find_and_plan(aws, settings, config.min_age_minutes),
+    act=delete_stale, metric="SSMParametersDeleted", plan_config=StaleSsmPlanConfig,
+    interval_minutes=60, cron="0 * * * *", schedule_name="stale_ssm_hourly",
+    description="Delete runner SSM parameters ({prefix}{runner-id}/config) older than min_age_minutes (default 60) "
+    "whose runner no longer exists (EC2 instance terminated/unknown, ECS task stopped/unknown). Plan first (the "
+    "stale_ssm_sweep_plan asset); a parameter is deleted once two plans an hour apart held it and its runner is "
+    "looked up again. `min_age_minutes` is set on the plan op; `dry_run`, `max_actions`, `max_fraction`, "
+    "`confirm_after_minutes` and `anomaly_factor` on the delete op.",
+    plan_description="Find runner parameters older than min_age_minutes whose runner (EC2 or ECS) is gone; "
+    "record the plan.",
+    act_description="Delete the confirmed parameters (10 a call) after re-checking their runners; dry run, blast "
+    "radius, the anomaly gate and two observations guard it.",
 )
-
-PLAN_OP = "plan_stale_ssm"
-ACT_OP = "delete_stale_parameters"
-
-REQUEST = requestable("stale_ssm", "stale_ssm_sweep", {ACT_OP: SweepConfig, PLAN_OP: StaleSsmPlanConfig})
+stale_ssm_sweep, stale_ssm_schedule, REQUEST = SWEEP.job, SWEEP.schedule, SWEEP.request
+PLAN_OP, ACT_OP = SWEEP.plan_op, SWEEP.act_op

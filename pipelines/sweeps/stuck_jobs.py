@@ -30,14 +30,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import Config, DefaultScheduleStatus, In, Out, Output, ScheduleDefinition, job, op
+from dagster import Config
 from pydantic import Field
 
 from pipelines.common.aws import batch_get_with_retry, error_code
-from pipelines.common.requests import requestable
-from pipelines.common.safety import ActResult, PlannedAction, SweepConfig
+from pipelines.common.safety import ActResult, PlannedAction
 from pipelines.sweeps import rules
-from pipelines.sweeps.plans import Kept, SweepPlan, guarded_act, plan_output
+from pipelines.sweeps.factory import sweep_job
+from pipelines.sweeps.plans import Kept, SweepPlan
 from pipelines.sweeps.rules import JobRecord
 from pipelines.sweeps.runners import Liveness, runner_liveness
 from resources.aws import AwsClients
@@ -251,44 +251,21 @@ class StuckJobsPlanConfig(Config):
     )
 
 
-SCHEDULE_MINUTES = 15  # the schedule below; also the default two-observation window
-
-
-@op(name="plan_stuck_jobs", out=Out(SweepPlan))
-def plan_stuck_jobs_op(context, config: StuckJobsPlanConfig, aws: AwsClients,
-                       settings: FleetSettings) -> Any:
-    """Find running jobs started more than grace_minutes ago whose runner (EC2 or ECS) is gone; record the plan."""
-    yield from plan_output(context, find_and_plan(aws, settings, config.grace_minutes))
-
-
-@op(ins={"plan": In(SweepPlan)})
-def interrupt_stuck_jobs(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients,
-                         settings: FleetSettings) -> Output:
-    """Set the planned jobs to interrupted (one conditional UpdateItem each) after re-checking each job and runner;
-    dry run and blast radius guard it."""
-    return guarded_act(context, plan, config, settings, aws, lambda p: interrupt(aws, settings, p),
-                       "StuckJobsInterrupted", interval_minutes=SCHEDULE_MINUTES)
-
-
-@job(tags={"dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": "stuck_jobs_sweep"})
-def stuck_jobs_sweep() -> None:
-    """Set job records stuck at `running` to `interrupted` (with completed_at and interrupted_by) when the job
-    started more than grace_minutes (default 30) ago and its runner is gone (EC2 instance terminated,
-    shutting-down or unknown; ECS task stopped or unknown). Plan first; `grace_minutes` is set on the plan op,
-    `dry_run`, `max_actions` and `max_fraction` on the interrupt op."""
-    interrupt_stuck_jobs(plan_stuck_jobs_op())
-
-
-stuck_jobs_schedule = ScheduleDefinition(
-    name="stuck_jobs_every_15_minutes",
-    job=stuck_jobs_sweep,
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Every 15 min: the stuck jobs sweep. Destructive (rewrites job records): an operator turns it on.",
+SWEEP = sweep_job(
+    name="stuck_jobs_sweep", task_type="stuck_jobs", plan_op="plan_stuck_jobs", act_op="interrupt_stuck_jobs",
+    find_and_plan=lambda aws, settings, config: find_and_plan(aws, settings, config.grace_minutes),
+    act=interrupt, metric="StuckJobsInterrupted", plan_config=StuckJobsPlanConfig,
+    interval_minutes=15, cron="*/15 * * * *", schedule_name="stuck_jobs_every_15_minutes",
+    description="Set job records stuck at `running` to `interrupted` (with completed_at and interrupted_by) when the "
+    "job started more than grace_minutes (default 30) ago and its runner is gone (EC2 instance terminated, "
+    "shutting-down or unknown; ECS task stopped or unknown). Plan first (the stuck_jobs_sweep_plan asset); a job is "
+    "interrupted once two plans 15 min apart held it, after its record and runner are read again. `grace_minutes` "
+    "is set on the plan op; `dry_run`, `max_actions`, `max_fraction`, `confirm_after_minutes` and `anomaly_factor` "
+    "on the interrupt op.",
+    plan_description="Find running jobs started more than grace_minutes ago whose runner (EC2 or ECS) is gone; "
+    "record the plan.",
+    act_description="Set the confirmed jobs to interrupted (one conditional UpdateItem each) after re-reading each "
+    "job and runner; dry run, blast radius, the anomaly gate and two observations guard it.",
 )
-
-PLAN_OP = "plan_stuck_jobs"
-ACT_OP = "interrupt_stuck_jobs"
-
-REQUEST = requestable("stuck_jobs", "stuck_jobs_sweep", {ACT_OP: SweepConfig, PLAN_OP: StuckJobsPlanConfig})
+stuck_jobs_sweep, stuck_jobs_schedule, REQUEST = SWEEP.job, SWEEP.schedule, SWEEP.request
+PLAN_OP, ACT_OP = SWEEP.plan_op, SWEEP.act_op
