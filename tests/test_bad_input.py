@@ -1,7 +1,7 @@
 """Bad input end to end: malformed messages reach their DLQ through the real redrive; bad run config is refused.
 
-tests/pipelines/test_termination_messages.py checks ``parse_message``'s reasons one shape at a
-time, and tests/pipelines/test_termination.py follows one bad message to the DLQ. Here every
+tests/pipelines/termination/test_messages.py checks ``parse_message``'s reasons one shape at a
+time, and tests/pipelines/termination/test_termination.py follows one bad message to the DLQ. Here every
 shape goes through the real path at once: sent to the moto queue, received by the real job or
 sensor 3 times, never deleted, and moved to the DLQ by the queue's own redrive policy
 (maxReceiveCount 3 in infra/fleet.yaml) on the 4th receive, while the sensors keep ticking.

@@ -1,6 +1,6 @@
 """Uncertainty keeps things alive: the orphaned-instance sweep terminates nothing it cannot prove idle, and says why.
 
-tests/pipelines/test_sweeps_orphaned_instances.py already proves, at the function level, that a
+tests/pipelines/sweeps/test_orphaned_instances.py already proves, at the function level, that a
 record without a ``status`` attribute, an empty ``runs-fleet:job-id`` tag and an InternalError
 on BatchGetItem keep instances. What is added here, through the Dagster job and its run
 record (plan metadata and run logs, what an operator sees):

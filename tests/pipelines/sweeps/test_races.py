@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from pipelines.sweeps import orphaned_instances as oi, orphaned_queues as oq, rules, stale_ssm
 from resources import add_client_observer, load_aws_clients, load_settings
 from tests.builders import launch, put_params, put_pool
-from tests.pipelines.test_sweeps_orphaned_queues import make_queue_set, queues, tracked
+from tests.pipelines.sweeps.test_orphaned_queues import make_queue_set, queues, tracked
 
 
 def put_job(aws, settings, job_id, status):

@@ -18,7 +18,7 @@ from pipelines.termination.jobs import process_terminations
 from pipelines.termination.jobs_table import PUBLISHED, SWEEP
 from resources.aws import add_client_observer
 from tests.faults.conftest import expire_in_flight
-from tests.pipelines.test_termination import (
+from tests.pipelines.termination.test_termination import (
     OP,
     Interrupted,
     fail_when,

@@ -19,7 +19,7 @@ from pipelines.termination.jobs import process_terminations
 from pipelines.termination.outcome import drain_outcome, on_last_receive
 from definitions import termination_queue_sensor
 from tests.faults.conftest import expire_in_flight
-from tests.pipelines.test_termination import (
+from tests.pipelines.termination.test_termination import (
     OP,
     fail_when,
     make_runner,

@@ -15,7 +15,7 @@ from pipelines.archival.parts import ArchiveVerificationError
 from pipelines.archival.restore import restore_day
 from resources import load_aws_clients
 from resources.aws import add_client_observer
-from tests.pipelines.archival_helpers import (
+from tests.pipelines.archival.helpers import (
     DAY, archived_lines, day_jobs, job, put_jobs, read_manifest_json, s3_keys, table_items,
 )
 

@@ -16,7 +16,7 @@ from pipelines.archival import REQUESTS
 from pipelines.archival.jobs import archive_old_jobs_daily, job_archive_partitions
 from pipelines.archival.requests import archive_partition_key
 from pipelines.common.requests import BadParams
-from tests.pipelines.archival_helpers import DAY, day_jobs, put_jobs, read_manifest_json, s3_keys, table_items
+from tests.pipelines.archival.helpers import DAY, day_jobs, put_jobs, read_manifest_json, s3_keys, table_items
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ from pipelines.archival.records import decode_record
 from pipelines.archival.restore import restore_day
 from resources import load_aws_clients
 from resources.aws import add_client_observer
-from tests.pipelines.archival_helpers import DAY, job, put_jobs, read_manifest_json
+from tests.pipelines.archival.helpers import DAY, job, put_jobs, read_manifest_json
 
 STATUSES = ("completed", "failed", "cancelled", "interrupted")
 CHANGES = ("set back to running", "exit code corrected", "interrupted_by added", "duration removed",
