@@ -16,6 +16,7 @@ from dagster import Config
 from pydantic import Field
 
 from pipelines.common.aws import SSM_DELETE_BATCH, chunks, error_code
+from pipelines.common.contract import iso
 from pipelines.common.safety import ActResult, PlannedAction
 from pipelines.sweeps.factory import sweep_job
 from pipelines.sweeps.plans import Kept, SweepPlan
@@ -93,7 +94,7 @@ def plan_stale_parameters(
             continue
         reason = f"{int(age.total_seconds() // 60)} min old > {min_age_minutes}; runner {parameter.runner_id}: {state.why}"
         plan.actions.append(PlannedAction(parameter.name, reason, "delete parameter", pool=state.pool))
-        plan.targets[parameter.name] = parameter.runner_id
+        plan.targets[parameter.name] = parameter
     return plan
 
 
@@ -109,22 +110,50 @@ def find_and_plan(
     return plan_stale_parameters(parameters, liveness, min_age_minutes, now)
 
 
-def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
-    """Re-check each target's runner is still gone, then DeleteParameters 10 names a call.
+def read_last_modified(ssm: Any, names: list[str]) -> dict[str, datetime]:
+    """Each named parameter's LastModifiedDate now (absent: deleted), 50 names a DescribeParameters filter, paged."""
+    found: dict[str, datetime] = {}
+    for batch in chunks(sorted(names), DESCRIBE_PAGE_SIZE):
+        pages = ssm.get_paginator("describe_parameters").paginate(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": batch}],
+            PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE},
+        )
+        for page in pages:
+            for parameter in page.get("Parameters", []):
+                modified = parameter["LastModifiedDate"]
+                found[parameter["Name"]] = modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
+    return found
 
-    The re-check is the runner's liveness: that is what makes a parameter a target, and a
-    parameter's age only grows (a runner id is never reused for a new runner).
+
+def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+    """Re-read what the plan relied on, then DeleteParameters 10 names a call.
+
+    Just before deleting: each target's runner is looked up again (it must still be gone)
+    and each parameter's LastModifiedDate read again (DescribeParameters, 50 names a call):
+    a parameter written since the plan is someone's again and is kept.
     """
     result = ActResult()
     if not plan.actions:
         return result
-    now_state = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, set(plan.targets.values()))
+    targets: dict[str, RunnerParameter] = plan.targets
+    now_state = runner_liveness(aws.ec2, aws.ecs, settings.ecs_cluster, {t.runner_id for t in targets.values()})
+    try:
+        modified = read_last_modified(aws.ssm, [a.resource for a in plan.actions])
+    except (ClientError, BotoCoreError) as error:
+        why = f"re-check DescribeParameters failed ({error_code(error) or error}): not deleted"
+        result.failed = [(a, why) for a in plan.actions]
+        return result
     go: list[PlannedAction] = []
     for action in plan.actions:
-        state = now_state.get(plan.targets[action.resource])
+        target = targets[action.resource]
+        state = now_state.get(target.runner_id)
         if state is None or state.state != "gone":
             why = state.why if state else "runner not looked up"
-            result.skipped.append((action, f"runner {plan.targets[action.resource]} re-checked: {why}"))
+            result.skipped.append((action, f"runner {target.runner_id} re-checked: {why}"))
+        elif action.resource not in modified:
+            result.skipped.append((action, "already gone"))
+        elif modified[action.resource] != target.last_modified:
+            result.skipped.append((action, f"written again at {iso(modified[action.resource])}, since the plan"))
         else:
             go.append(action)
     for batch in chunks(go, SSM_DELETE_BATCH):

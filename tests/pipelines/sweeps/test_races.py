@@ -263,3 +263,16 @@ def test_no_protected_busy_or_uncertain_instance_is_ever_terminated(moto_url, fl
             tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
             if _untouchable(tags, jobs, current_pools):
                 assert instance["State"]["Name"] == "running", (instance["InstanceId"], tags)
+
+
+def test_a_parameter_written_again_between_plan_and_delete_is_kept(aws, settings):
+    (rewritten,) = put_params(aws, settings, ["i-0rewritten0000001"], 120)
+    (stale,) = put_params(aws, settings, ["i-0stale00000000001"], 120)
+    # Both runners are unknown to EC2; the first one's parameter is written again right after the plan.
+    with race(lambda: aws.ssm.put_parameter(Name=rewritten, Type="String", Value="{}", Overwrite=True)) as seen:
+        result = sweep(stale_ssm.stale_ssm_sweep, stale_ssm.ACT_OP, settings)
+    assert seen["mutated"] and result.success
+    metadata = act_metadata(result, stale_ssm.ACT_OP)
+    assert metadata["acted"] == 1 and "written again" in metadata["skipped"] and rewritten in metadata["skipped"]
+    left = {p["Name"] for p in aws.ssm.describe_parameters()["Parameters"]}
+    assert left == {rewritten}

@@ -71,9 +71,10 @@ def test_recheck_skips_a_runner_that_is_live_now(aws, settings):
     live = aws.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     names = put_params(aws, settings, [live, "i-0dead00000000001"], 120)
     # A plan made when the first runner looked gone (e.g. not yet visible to DescribeInstances).
+    found, _ = stale_ssm.find_runner_parameters(aws.ssm, settings.ssm_prefix)
     plan = SweepPlan(kind="stale_ssm", found=2,
                      actions=[PlannedAction(n, "planned", "delete parameter") for n in names],
-                     targets={names[0]: live, names[1]: "i-0dead00000000001"})
+                     targets={p.name: p for p in found})
     result = stale_ssm.delete_stale(aws, settings, plan)
     assert [a.resource for a in result.done] == [names[1]]
     ((skipped, why),) = result.skipped
