@@ -9,9 +9,12 @@ restart of the code location and cost no AWS call. Losing them (a wiped instance
 unreadable record) only makes every target a first sighting again: it delays action,
 never causes it.
 
-An observation's time is the schedule tick the run was started for (the tag
-``dagster/scheduled_execution_time``) when there is one, so two ticks of a 15-minute
-schedule are exactly 15 minutes apart; otherwise the time the plan was made.
+An observation's time is when the plan was made, by this process's clock: never a run tag
+or anything else a run could set (a run tagged with an old "scheduled" time would otherwise
+confirm a target seen once). A schedule's runs start a few seconds off their ticks, so a
+target counts as held for the window when its mark is at least the window less a slack
+old: a tenth of the window, at most one minute (14 minutes for the 15-minute default, none
+for a window of 0).
 
 **Anomaly gate.** A plan more than ``anomaly_factor`` times larger than the median of the
 sweep's recent plans, or holding more than a few targets in a pool that is usually quiet,
@@ -52,9 +55,14 @@ def carry_marks(targets: Iterable[str], previous: PlanRecord | None, observed_at
     return {t: min(earlier.get(t, observed_at), observed_at) for t in sorted(targets)}
 
 
+def slack(window_minutes: int) -> timedelta:
+    """How much earlier than the full window a run may confirm: a tenth of it, at most a minute."""
+    return min(timedelta(minutes=1), timedelta(minutes=window_minutes) / 10)
+
+
 def confirmed(marks: Mapping[str, datetime], observed_at: datetime, window_minutes: int) -> tuple[set[str], set[str]]:
-    """(targets seen at least ``window_minutes`` ago and ever since, first sightings still in their window)."""
-    window = timedelta(minutes=window_minutes)
+    """(targets seen at least ``window_minutes`` (less the slack) ago and ever since, first sightings still waiting)."""
+    window = timedelta(minutes=window_minutes) - slack(window_minutes)
     ready = {t for t, since in marks.items() if observed_at - since >= window}
     return ready, set(marks) - ready
 

@@ -96,14 +96,8 @@ def actions_asset_key(job_name: str) -> AssetKey:
     return AssetKey(f"{job_name}_actions")
 
 
-def observation_time(context: Any) -> datetime:
-    """The schedule tick this run was started for, else now (see ``pipelines.sweeps.observations``)."""
-    tick = context.run.tags.get("dagster/scheduled_execution_time") if context.run else None
-    if tick:
-        try:
-            return parse_iso(tick)
-        except ValueError:
-            pass
+def utcnow() -> datetime:
+    """The one clock observations are read from (tests move it)."""
     return datetime.now(timezone.utc)
 
 
@@ -140,7 +134,7 @@ def plan_output(context: Any, plan: SweepPlan) -> Any:
     log = context.log
     key = plan_asset_key(context.job_name)
     plan.history = read_history(context.instance, key, log)
-    plan.observed_at = observation_time(context)
+    plan.observed_at = utcnow()
     plan.marks = carry_marks(plan.targets, plan.history[0] if plan.history else None, plan.observed_at)
     log_plan(log, plan.kind, plan.actions, plan.found)
     outcomes = Counter(k.outcome for k in plan.kept)
@@ -184,7 +178,7 @@ def metrics_by_pool(name: str, result: ActResult) -> list[Metric]:
 
 def split_confirmed(plan: SweepPlan, window_minutes: int) -> tuple[SweepPlan, list[tuple[Any, datetime]]]:
     """The plan restricted to targets confirmed by two observations, and the first sightings (action, marked since)."""
-    observed = plan.observed_at or datetime.now(timezone.utc)
+    observed = plan.observed_at or utcnow()
     marks = plan.marks or {t: observed for t in plan.targets}  # no marks recorded: all first sightings
     ready, _ = confirmed(marks, observed, window_minutes)
     go = [a for a in plan.actions if a.resource in ready]

@@ -1,7 +1,7 @@
 """Two observations and the anomaly gate: pure rules, then the real sweep jobs on moto with a persistent instance.
 
-Observation times are set through the run tag a schedule sets (``dagster/scheduled_execution_time``),
-so "15 minutes later" is exact without waiting.
+Observation times come from the plan's clock (``pipelines.sweeps.plans.utcnow``), which the
+tests move, so "15 minutes later" is exact without waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from pipelines.common.contract import iso
 from pipelines.sweeps import orphaned_instances as oi
-from pipelines.sweeps.observations import ANOMALY_FLOOR, PlanRecord, anomaly, carry_marks, confirmed
+from pipelines.sweeps.observations import ANOMALY_FLOOR, PlanRecord, anomaly, carry_marks, confirmed, slack
 from tests.builders import launch
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -35,7 +35,9 @@ def test_marks_carry_only_through_an_unbroken_run_of_plans():
 
 
 @pytest.mark.parametrize(("seen_minutes_ago", "window", "ready"), [
-    (15, 15, True), (14.99, 15, False), (0, 0, True), (0, 15, False), (360, 360, True), (100, 360, False),
+    (15, 15, True), (14, 15, True), (13.99, 15, False),  # a schedule's runs start seconds off their ticks
+    (0, 0, True), (0, 15, False), (360, 360, True), (359, 360, True), (358.9, 360, False),
+    (5, 5, True), (4.5, 5, True), (4.49, 5, False), (1, 1, True), (0.89, 1, False),
 ])
 def test_confirmation_window_boundary(seen_minutes_ago, window, ready):
     ok, waiting = confirmed({"t": T0 - timedelta(minutes=seen_minutes_ago)}, T0, window)
@@ -77,7 +79,7 @@ def test_no_target_is_confirmed_without_two_observations_the_window_apart(steps,
                 if target not in held:
                     break
                 held_since = when
-            assert now - held_since >= timedelta(minutes=window)
+            assert now - held_since >= timedelta(minutes=window) - slack(window)
             assert window == 0 or held_since < now  # two observations: an earlier plan held it too
         previous = PlanRecord(now, len(targets), {}, marks)
 
@@ -90,11 +92,24 @@ def instance():
         yield shared
 
 
-def sweep(instance, aws, settings, at, **config):
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    """The plans' clock, set by each sweep() call to the moment it observes."""
+    from pipelines.sweeps import plans
+
+    now = {"at": T0}
+    monkeypatch.setattr(plans, "utcnow", lambda: now["at"])
+    return now
+
+
+
+def sweep(instance, aws, settings, at, tags=None, **config):
+    from pipelines.sweeps import plans
+
+    plans.utcnow = lambda: at  # restored by the clock fixture's monkeypatch
     return oi.orphaned_instances_sweep.execute_in_process(
         run_config={"ops": {oi.ACT_OP: {"config": {"max_fraction": 1.0, **config}}}},
-        resources={"aws": aws, "settings": settings}, instance=instance, raise_on_error=False,
-        tags={"dagster/scheduled_execution_time": iso(at)},
+        resources={"aws": aws, "settings": settings}, instance=instance, raise_on_error=False, tags=tags,
     )
 
 
@@ -113,7 +128,7 @@ def test_seen_once_is_marked_seen_again_after_the_window_is_acted_on(aws, settin
     first = sweep(instance, aws, settings, T0)
     assert first.success and running(aws, [orphan]) == {orphan}
     assert act_metadata(first)["marked"] == 1 and orphan in act_metadata(first)["marked_targets"]
-    early = sweep(instance, aws, settings, T0 + timedelta(minutes=14))
+    early = sweep(instance, aws, settings, T0 + timedelta(minutes=13, seconds=59))
     assert early.success and running(aws, [orphan]) == {orphan}  # still in its window
     second = sweep(instance, aws, settings, T0 + timedelta(minutes=15))
     assert second.success and act_metadata(second)["acted"] == 1
@@ -170,6 +185,15 @@ def test_the_housekeeping_request_path_keeps_both_protections(aws, settings, ins
     assert act_metadata(result)["marked"] == 1 and running(aws, [orphan]) == {orphan}
     assert request.build_run_config({"confirm_after_minutes": 0, "anomaly_factor": 10})["ops"][oi.ACT_OP]["config"] \
         == {"confirm_after_minutes": 0, "anomaly_factor": 10.0}
+
+
+def test_a_run_tagged_with_an_old_schedule_time_cannot_confirm_a_first_sighting(aws, settings, instance):
+    orphan = launch(aws, 500)
+    old_tick = {"dagster/scheduled_execution_time": iso(T0 - timedelta(days=1)), "dagster/schedule_name": "x"}
+    first = sweep(instance, aws, settings, T0, tags=old_tick)  # a forged "scheduled" time a day back
+    second = sweep(instance, aws, settings, T0 + timedelta(minutes=1))  # the next, ordinary run
+    assert first.success and second.success
+    assert act_metadata(second)["marked"] == 1 and running(aws, [orphan]) == {orphan}
 
 
 def test_plan_and_actions_assets_show_each_run_with_lineage(aws, settings, instance):
