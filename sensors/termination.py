@@ -37,6 +37,7 @@ NOT_FINISHED_STATUSES = [
 # short timeouts and a single retry (the run's clients keep the resource's patient ones).
 TICK_TIMEOUTS = {"connect_timeout": 2.0, "read_timeout": 5.0, "max_attempts": 2}
 _tick_clients: dict[tuple, AwsClients] = {}
+_urls: dict[tuple, str] = {}  # (region, endpoint, queue name or URL) -> queue URL
 _tick_lock = threading.Lock()
 
 
@@ -84,11 +85,18 @@ def evaluate(context: SensorEvaluationContext, aws: AwsClients, settings: FleetS
         return SkipReason(f"a drain run is already {run.status.value.lower()} ({run.run_id}); it takes the waiting messages")
     try:
         sqs = tick_clients(aws).sqs
-        url = queue_url(sqs, settings.termination_queue)
-        attributes = sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
+        # A queue's URL never changes while it exists: resolve a name once per process, not on
+        # every 30-second tick, and forget it if the queue turns out to be gone.
+        cache_key = (sqs.meta.region_name, sqs.meta.endpoint_url, settings.termination_queue)
+        url = _urls.get(cache_key) or _urls.setdefault(cache_key, queue_url(sqs, settings.termination_queue))
+        try:
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        except ClientError:
+            _urls.pop(cache_key, None)
+            raise
         visible = int(attributes.get("ApproximateNumberOfMessages", "0"))
         in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0"))
     except (ClientError, BotoCoreError, KeyError, ValueError) as error:

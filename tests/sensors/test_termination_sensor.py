@@ -85,3 +85,26 @@ def test_sensor_is_registered_every_30_seconds_for_the_drain_job():
     # The instance's run queue (infra/dagster.yaml) allows one run per runs-fleet/exclusive value.
     assert defs.resolve_job_def("process_terminations").tags["runs-fleet/exclusive"] == "process_terminations"
     assert defs.resolve_job_def("redrive_termination_dlq").tags["runs-fleet/exclusive"] == "redrive_termination_dlq"
+
+
+def test_the_queue_url_is_resolved_once_not_on_every_tick(aws, settings):
+    from resources import add_client_observer
+    from sensors import termination as module
+
+    module._urls.clear()
+    module._tick_clients.clear()
+    calls = {"GetQueueUrl": 0}
+
+    def count(**_):
+        calls["GetQueueUrl"] += 1
+
+    remove = add_client_observer(
+        lambda client: client.meta.events.register("before-call.sqs.GetQueueUrl", count)
+        if client.meta.service_model.service_name == "sqs" else None)
+    try:
+        with instance_for_test() as instance:
+            for _ in range(3):
+                assert isinstance(tick(instance, aws, settings), SkipReason)  # empty queue
+    finally:
+        remove()
+    assert calls["GetQueueUrl"] == 1
