@@ -247,9 +247,16 @@ class Piece:
     setup: Callable[[World], None] = _no_setup
 
 
+def _termination_tick(world: World, aws: AwsClients) -> Outcome:
+    # A fresh code-location process: the sensor resolves its queue's URL once per process.
+    from sensors import termination
+
+    termination._urls.clear()
+    return tick(termination_queue_sensor, aws, world.settings, world.instance)
+
+
 PIECES: list[Piece] = [
-    Piece("termination_queue_sensor", ("sensor:termination_queue_sensor",),
-          lambda w, aws: tick(termination_queue_sensor, aws, w.settings, w.instance)),
+    Piece("termination_queue_sensor", ("sensor:termination_queue_sensor",), _termination_tick),
     Piece("process_terminations", ("job:process_terminations",), _drain),
     Piece("redrive_termination_dlq", ("job:redrive_termination_dlq",), _redrive, _setup_redrive),
     Piece("housekeeping_queue_sensor", ("sensor:housekeeping_queue_sensor",), _housekeeping, _setup_request),

@@ -9,6 +9,7 @@ processing.
 
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -29,6 +30,7 @@ from resources.settings import FleetSettings
 KIND = "orphaned_queues"
 MIN_AGE = timedelta(hours=24)
 LIST_PAGE_SIZE = 1000  # ListQueues' maximum
+WORKERS = 8  # runners handled side by side: SQS's per-queue APIs allow thousands of calls a second
 
 
 @dataclass
@@ -92,17 +94,20 @@ def queue_created(sqs: Any, url: str) -> datetime | None:
 
 def read_queue_ages(sqs: Any, runners: Mapping[str, RunnerResources], liveness: Mapping[str, Liveness]
                     ) -> dict[str, dict[str, datetime | None] | str]:
-    """For each gone runner with queues: kind -> CreatedTimestamp (None: deleted since listed), or why unknown."""
-    ages: dict[str, dict[str, datetime | None] | str] = {}
-    for runner_id, entry in runners.items():
-        state = liveness.get(runner_id)
-        if not entry.queues or state is None or state.state != "gone":
-            continue
+    """For each gone runner with queues: kind -> CreatedTimestamp (None: deleted since listed), or why unknown.
+
+    One GetQueueAttributes per queue (SQS has no batch form), WORKERS at a time.
+    """
+    def ages_of(entry: RunnerResources) -> dict[str, datetime | None] | str:
         try:
-            ages[runner_id] = {kind: queue_created(sqs, url) for kind, url in sorted(entry.queues.items())}
+            return {kind: queue_created(sqs, url) for kind, url in sorted(entry.queues.items())}
         except (ClientError, BotoCoreError, KeyError, ValueError, OverflowError, OSError) as error:
-            ages[runner_id] = f"queue age lookup failed ({error_code(error) or repr(error)[:200]})"
-    return ages
+            return f"queue age lookup failed ({error_code(error) or repr(error)[:200]})"
+
+    gone = [e for r, e in sorted(runners.items())
+            if e.queues and (state := liveness.get(r)) is not None and state.state == "gone"]
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return {entry.runner_id: ages for entry, ages in zip(gone, pool.map(ages_of, gone))}
 
 
 def plan_orphaned_queues(
@@ -193,15 +198,25 @@ def delete_orphaned(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -
 
     tracking_only = [a for a in go if not plan.targets[a.resource]["queues"]]
     cleaned: list[PlannedAction] = []
-    for action in (a for a in go if plan.targets[a.resource]["queues"]):
+
+    def clean(action: PlannedAction) -> Any:
         target = plan.targets[action.resource]
         try:
-            cleanup = archive_and_delete_runner_queues(
+            return archive_and_delete_runner_queues(
                 aws.sqs, aws.s3, aws.dynamodb, runner_id=action.resource, queue_names=target["queues"],
                 queue_urls=target["urls"], bucket=settings.archive_bucket,
                 tracking_table=settings.queue_tracking_table, delete_tracking=False,
             )
         except Exception as error:  # one runner's failure (S3, verification, SQS) must not wedge the sweep
+            return error
+
+    with_queues = [a for a in go if plan.targets[a.resource]["queues"]]
+    # Runners are independent and each costs a few SQS/S3 round trips: clean them side by side.
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        outcomes = list(pool.map(clean, with_queues))
+    for action, cleanup in zip(with_queues, outcomes):
+        if isinstance(cleanup, Exception):
+            error = cleanup
             result.failed.append((action, f"archive/delete failed: {error_code(error) or type(error).__name__}: {error}"))
             continue
         deleted[action.resource] = len(cleanup.queues_deleted)
