@@ -16,14 +16,19 @@ from pydantic import Field
 
 from pipelines.archival.archive import DEFAULT_PART_MAX_BYTES, DayArchiveResult, archive_day
 from pipelines.archival.restore import restore_day
+from pipelines.archival.start import archive_start
 from pipelines.common.aws import Metric, put_metrics
 from pipelines.common.safety import is_dry_run
+from pipelines.common.tables import column, table
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
-ARCHIVE_START_DATE = "2024-01-01"
+ARCHIVE_START_DATE = archive_start()  # RUNS_FLEET_ARCHIVE_START, else 90 days back (pipelines/archival/start.py)
 ARCHIVE_AFTER_DAYS = 7  # the schedule archives the day this many days back
 JOB_ARCHIVE_ASSET = "job_archive"
+JOB_WHY_COLUMNS = [column("job id"), column("why")]
+JOB_COLUMNS = [column("job id")]
+PART_COLUMNS = [column("part", description="s3:// URI of one gzip JSON Lines part of the day")]
 
 # One partition per UTC day of completed_at. end_offset=0: the newest partition is yesterday,
 # since today's records are still finishing.
@@ -81,10 +86,9 @@ def _archive_metadata(result: DayArchiveResult) -> dict[str, Any]:
         "records_to_delete": result.to_delete,
         "records_kept": result.kept,
         "changed_since_archive": result.changed_since_archive,
-        "changed_examples": MetadataValue.md(
-            "\n".join(f"- {i}: {what}" for i, what in result.changed_examples) or "none"),
+        "changed_examples": table(JOB_WHY_COLUMNS, ({"job id": i, "why": what} for i, what in result.changed_examples)),
         "records_gone_before_delete": result.gone_before_delete,
-        "kept_examples": MetadataValue.md("\n".join(f"- {i}: {why}" for i, why in result.kept_examples) or "none"),
+        "kept_examples": table(JOB_WHY_COLUMNS, ({"job id": i, "why": why} for i, why in result.kept_examples)),
         "parts_written": len(result.parts_written),
         "parts_adopted": len(result.parts_adopted),
         "bytes_written": result.bytes_written,
@@ -144,7 +148,7 @@ def archive_job_records_for_day(
                 "records_archived_now": result.newly_archived,
                 "records_deleted": result.deleted,
                 "manifest": MetadataValue.text(result.manifest_uri or "none (no records for this day)"),
-                "s3_uris": MetadataValue.md("\n".join(f"- {uri}" for uri in result.part_uris) or "none"),
+                "s3_uris": table(PART_COLUMNS, ({"part": uri} for uri in result.part_uris)),
                 "run_id": context.run_id,
             },
         )
@@ -205,7 +209,7 @@ def restore_job_records_for_day(
             "records_already_present": result.already_present,
             "records_conflicting": result.conflicts,
             "records_superseded": result.superseded,
-            "conflict_examples": MetadataValue.md("\n".join(f"- {i}" for i in result.conflict_examples) or "none"),
+            "conflict_examples": table(JOB_COLUMNS, ({"job id": i} for i in result.conflict_examples)),
         },
     )
 
