@@ -27,7 +27,10 @@ from pipelines.common.aws import Metric, put_metrics
 from pipelines.common.reporting import log_plan, outcome_metadata, plan_table
 from pipelines.common.contract import iso, parse_iso
 from pipelines.common.tables import column, table
-from pipelines.common.safety import ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, is_dry_run
+from pipelines.common.progress import Progress, watched
+from pipelines.common.safety import (
+    ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, collect_results, is_dry_run,
+)
 from pipelines.sweeps.observations import (
     HISTORY,
     MAX_MARKS,
@@ -254,13 +257,16 @@ def guarded_act(
     planned = len(plan.actions)
     if not planned:
         log.info(f"{plan.kind}: nothing to do")
-    result = act(plan)
+    progress = Progress(log, f"{plan.kind}: acting", planned, unit="target")
+    # The act functions do not count: progress is read from the results they fill as they go.
+    with collect_results() as results, watched(progress, lambda: sum(r.handled for r in results)):
+        result = act(plan)
     for action, why in result.skipped:
         log.warning(f"{plan.kind}: skipped {action.resource} at re-check: {why}")
     for action, why in result.failed:
         log.error(f"{plan.kind}: failed on {action.resource}: {why}")
-    log.info(
-        f"{plan.kind}: {len(result.done)} done, {len(result.skipped)} skipped at re-check, {len(result.failed)} failed"
+    progress.finish(
+        f"{len(result.done)} done, {len(result.skipped)} skipped at re-check, {len(result.failed)} failed"
     )
     try:
         put_metrics(aws.cloudwatch, settings.metrics_namespace, metrics_by_pool(metric, result))
