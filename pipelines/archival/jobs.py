@@ -4,6 +4,7 @@ Thin by design: each op reads config and resources, calls ``archive_day`` / ``re
 and turns the result into logs, metadata, a metric and an ``job_archive`` materialization.
 """
 
+import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -113,14 +114,17 @@ def archive_job_records_for_day(
     """
     day = date.fromisoformat(context.partition_key)
     dry_run = is_dry_run(config.dry_run, settings)
+    started = time.monotonic()
     result = archive_day(
         aws.dynamodb, aws.s3, table=settings.jobs_table, bucket=settings.archive_bucket, day=day,
         run_id=context.run_id, dry_run=dry_run, max_deletes=config.max_actions,
-        part_max_bytes=config.part_max_mb * 1024 * 1024, page_size=config.query_page_size,
+        part_max_bytes=config.part_max_mb * 1024 * 1024, page_size=config.query_page_size, log=context.log,
     )
+    elapsed = time.monotonic() - started
     verb = "would archive" if dry_run else "archived"
     context.log.info(
-        f"job archive {day}: found {result.found} finished record(s) in {result.query.pages} query page(s); "
+        f"job archive {day}: done in {elapsed:.1f} s ({result.found / elapsed if elapsed else 0:.0f} records/s): "
+        f"found {result.found} finished record(s) in {result.query.pages} query page(s); "
         f"{verb} {result.newly_archived} new, {result.already_archived} already archived; "
         f"{'would delete' if dry_run else 'deleted'} {result.deleted if not dry_run else result.to_delete}; "
         f"kept {result.kept}; changed since archived (kept) {result.changed_since_archive}; "
