@@ -1,4 +1,4 @@
-"""`python -m sandbox run|serve|stop|status|validate`: the local sandbox behind `make run`.
+"""`python -m sandbox run|serve|stop|status`: the local sandbox behind `make run`.
 
 `run` makes sure a sandbox moto server is up (starting `serve` in the background if not),
 then starts the Dagster UI on it in the foreground. `serve` is that background process: it

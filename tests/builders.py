@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from sandbox import backdate
+from tests.metadata import rows
 
 
 def launch(aws, age_minutes, *, name="test", pool=None, job_id=None, protect=False, managed=True, count=1):
@@ -74,11 +75,7 @@ def get_job(aws, settings, job_id: str) -> dict[str, str]:
     return {k: next(iter(v.values())) for k, v in item.items()}
 
 
-def plan_rows(table: str) -> list[tuple[str, str, str]]:
+def plan_rows(table) -> list[tuple[str, str, str]]:
     """A plan table's (resource, outcome, pool) rows: what two plans of the same world must agree on
     (reasons quote ages and times, and 'marked since' is when each run first saw a target)."""
-    rows = []
-    for line in table.splitlines()[2:]:
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        rows.append((cells[0], cells[1], cells[3] if len(cells) > 3 else ""))
-    return rows
+    return [(row["resource"], row["outcome"], row["pool"] or "") for row in rows(table)]

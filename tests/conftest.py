@@ -17,6 +17,8 @@ from sandbox.server import reset_moto, sandbox_env, start_moto
 # Settings must come from the contract's defaults in tests, whatever the shell exported.
 for _var in [v for v in os.environ if v.startswith("RUNS_FLEET_") or v.startswith("AWS_")]:
     del os.environ[_var]
+# The archival tests use fixed days (2026-11-10): the partitions must not move with the clock.
+os.environ["RUNS_FLEET_ARCHIVE_START"] = "2024-01-01"
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ of the day finishes the job without writing any record version twice.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import tempfile
@@ -45,10 +46,12 @@ from pipelines.archival.records import (
 )
 from pipelines.common.aws import DYNAMODB_TRANSACT_BATCH
 from pipelines.common.contract import iso
+from pipelines.common.progress import Progress
 from pipelines.common.safety import check_blast_radius
 
 DEFAULT_PART_MAX_BYTES = 64 * 1024 * 1024  # uncompressed; about 200,000 job records
 MAX_KEPT_REPORTED = 100
+logger = logging.getLogger(__name__)
 DELETE_CHUNK = DYNAMODB_TRANSACT_BATCH * 10  # archived versions read from the ledger at a time; still 100 per call
 
 
@@ -158,6 +161,7 @@ def archive_day(
     part_max_bytes: int = DEFAULT_PART_MAX_BYTES,
     page_size: int | None = None,
     now: datetime | None = None,
+    log: Any = logger,
 ) -> DayArchiveResult:
     """Archive ``day``'s finished records to S3, verify, then delete them; see the module docstring.
 
@@ -165,7 +169,7 @@ def archive_day(
     and deleted, writing and deleting nothing. ``max_deletes`` fails the run before any delete
     (the archive is already written and verified by then, so a re-run with a higher limit
     just deletes). Raises ArchiveVerificationError or ArchiveConflict before deleting anything
-    if the archive cannot be trusted.
+    if the archive cannot be trusted. ``log`` gets progress lines while a large day is read and deleted.
     """
     now = now or datetime.now(timezone.utc)
     written_at = iso(now)
@@ -215,9 +219,11 @@ def archive_day(
                 writer.close()
                 writer = None
 
+        reading = Progress(log, f"job archive {day}: reading and archiving", unit="record")
         try:
             for item in finished_records_of_day(dynamodb, table, day, page_size=page_size, stats=result.query):
                 result.found += 1
+                reading.add()
                 names.update(item)
                 try:
                     job_id = job_id_of(item)
@@ -264,6 +270,7 @@ def archive_day(
         # 4. Delete what is in a verified part, in the version that is there, and nothing else.
         if max_deletes is not None:
             check_blast_radius("job records", result.to_delete, result.to_delete, max_deletes, 1.0)
+        deleting = Progress(log, f"job archive {day}: deleting", result.to_delete, unit="record")
         for lines in ledger.lines_to_delete():
             done = delete_archived_versions(dynamodb, table, (decode_record(line) for line in lines), other_names=names)
             result.delete_calls += done.calls
@@ -276,4 +283,5 @@ def archive_day(
             result.gone_before_delete += done.gone
             result.delete_capacity_units += done.capacity_units
             result.delete_units_estimated += done.estimated_units
+            deleting.add(done.deleted + done.changed + done.gone + len(done.kept_too_large))
     return result

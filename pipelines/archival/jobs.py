@@ -4,6 +4,7 @@ Thin by design: each op reads config and resources, calls ``archive_day`` / ``re
 and turns the result into logs, metadata, a metric and an ``job_archive`` materialization.
 """
 
+import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,14 +17,19 @@ from pydantic import Field
 
 from pipelines.archival.archive import DEFAULT_PART_MAX_BYTES, DayArchiveResult, archive_day
 from pipelines.archival.restore import restore_day
+from pipelines.archival.start import archive_start
 from pipelines.common.aws import Metric, put_metrics
 from pipelines.common.safety import is_dry_run
+from pipelines.common.tables import column, table
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
-ARCHIVE_START_DATE = "2024-01-01"
+ARCHIVE_START_DATE = archive_start()  # RUNS_FLEET_ARCHIVE_START, else 90 days back (pipelines/archival/start.py)
 ARCHIVE_AFTER_DAYS = 7  # the schedule archives the day this many days back
 JOB_ARCHIVE_ASSET = "job_archive"
+JOB_WHY_COLUMNS = [column("job id"), column("why")]
+JOB_COLUMNS = [column("job id")]
+PART_COLUMNS = [column("part", description="s3:// URI of one gzip JSON Lines part of the day")]
 
 # One partition per UTC day of completed_at. end_offset=0: the newest partition is yesterday,
 # since today's records are still finishing.
@@ -81,10 +87,9 @@ def _archive_metadata(result: DayArchiveResult) -> dict[str, Any]:
         "records_to_delete": result.to_delete,
         "records_kept": result.kept,
         "changed_since_archive": result.changed_since_archive,
-        "changed_examples": MetadataValue.md(
-            "\n".join(f"- {i}: {what}" for i, what in result.changed_examples) or "none"),
+        "changed_examples": table(JOB_WHY_COLUMNS, ({"job id": i, "why": what} for i, what in result.changed_examples)),
         "records_gone_before_delete": result.gone_before_delete,
-        "kept_examples": MetadataValue.md("\n".join(f"- {i}: {why}" for i, why in result.kept_examples) or "none"),
+        "kept_examples": table(JOB_WHY_COLUMNS, ({"job id": i, "why": why} for i, why in result.kept_examples)),
         "parts_written": len(result.parts_written),
         "parts_adopted": len(result.parts_adopted),
         "bytes_written": result.bytes_written,
@@ -109,14 +114,17 @@ def archive_job_records_for_day(
     """
     day = date.fromisoformat(context.partition_key)
     dry_run = is_dry_run(config.dry_run, settings)
+    started = time.monotonic()
     result = archive_day(
         aws.dynamodb, aws.s3, table=settings.jobs_table, bucket=settings.archive_bucket, day=day,
         run_id=context.run_id, dry_run=dry_run, max_deletes=config.max_actions,
-        part_max_bytes=config.part_max_mb * 1024 * 1024, page_size=config.query_page_size,
+        part_max_bytes=config.part_max_mb * 1024 * 1024, page_size=config.query_page_size, log=context.log,
     )
+    elapsed = time.monotonic() - started
     verb = "would archive" if dry_run else "archived"
     context.log.info(
-        f"job archive {day}: found {result.found} finished record(s) in {result.query.pages} query page(s); "
+        f"job archive {day}: done in {elapsed:.1f} s ({result.found / elapsed if elapsed else 0:.0f} records/s): "
+        f"found {result.found} finished record(s) in {result.query.pages} query page(s); "
         f"{verb} {result.newly_archived} new, {result.already_archived} already archived; "
         f"{'would delete' if dry_run else 'deleted'} {result.deleted if not dry_run else result.to_delete}; "
         f"kept {result.kept}; changed since archived (kept) {result.changed_since_archive}; "
@@ -144,7 +152,7 @@ def archive_job_records_for_day(
                 "records_archived_now": result.newly_archived,
                 "records_deleted": result.deleted,
                 "manifest": MetadataValue.text(result.manifest_uri or "none (no records for this day)"),
-                "s3_uris": MetadataValue.md("\n".join(f"- {uri}" for uri in result.part_uris) or "none"),
+                "s3_uris": table(PART_COLUMNS, ({"part": uri} for uri in result.part_uris)),
                 "run_id": context.run_id,
             },
         )
@@ -205,7 +213,7 @@ def restore_job_records_for_day(
             "records_already_present": result.already_present,
             "records_conflicting": result.conflicts,
             "records_superseded": result.superseded,
-            "conflict_examples": MetadataValue.md("\n".join(f"- {i}" for i in result.conflict_examples) or "none"),
+            "conflict_examples": table(JOB_COLUMNS, ({"job id": i} for i in result.conflict_examples)),
         },
     )
 

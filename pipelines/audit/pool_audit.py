@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, TableMetadataValue, asset
 
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
-from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, md_cell, parse_iso
+from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, parse_iso
+from pipelines.common.tables import column, table
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
@@ -251,7 +252,7 @@ def fleet_totals(report: pd.DataFrame) -> dict[str, Any]:
 
 
 def with_fleet_row(report: pd.DataFrame, totals: Mapping[str, Any]) -> pd.DataFrame:
-    """The report plus one `(fleet)` row of totals (for the CSV and the Markdown table)."""
+    """The report plus one `(fleet)` row of totals (for the CSV and the table metadata)."""
     fleet = {
         "pool": FLEET_ROW, "in_pools_table": None, "instance_type": None, "running": totals["running"],
         "stopped": totals["stopped"], "idle": totals["idle"], "assigned": totals["assigned"],
@@ -273,20 +274,55 @@ def report_key(as_of: datetime) -> str:
     return f"reports/pool_cost/date={_utc(as_of):%Y-%m-%d}/pool_cost.csv"
 
 
-def markdown_table(report: pd.DataFrame, totals: Mapping[str, Any]) -> str:
-    """The report as a Markdown table; unknown shows as `unknown`, no utilisation as `n/a`."""
-    header = ("| pool | type | running | stopped | idle | assigned | rate $/h | price | uptime h (mean) "
-              "| idle cost $/h | compute cost $ | utilisation |")
-    lines = [header, "|" + "---|" * 12]
+# Cost columns first after the pool's name: they are what the operator opens the report for.
+REPORT_TABLE_COLUMNS = [
+    column("pool"),
+    column("idle cost ($/h)", "float", "stopped × ebs_gb × $0.10 per GB-month ÷ 730, to the cent; empty: unknown"),
+    column("compute cost ($)", "float", "running × hourly rate × mean uptime hours, to the cent; empty: unknown"),
+    column("utilisation (%)", "float", "assigned ÷ (running + stopped); empty: the pool has no instances"),
+    column("running", "int"), column("stopped", "int"), column("idle", "int"), column("assigned", "int"),
+    column("type"),
+    column("rate ($/h)", "float", "on-demand hourly rate; empty: no price for the type"),
+    column("price source", description="pool override, price table, or unknown"),
+    column("mean uptime (h)", "float"),
+    column("in pools table", "bool", "false: instances carry this pool tag, the pools table has no such pool"),
+]
+INVENTORY_TABLE_COLUMNS = [
+    column("pool"), column("in pools table", "bool"), column("type"), column("ebs_gb", "float"),
+    column("price override ($/h)", "float", "the pool's hourly_price_usd; empty: the shipped price table applies"),
+    column("running", "int"), column("stopped", "int"), column("idle", "int"), column("assigned", "int"),
+    column("instance hours", "float"),
+]
+
+
+def report_table(report: pd.DataFrame, totals: Mapping[str, Any]) -> TableMetadataValue:
+    """The report as table metadata, with its `(fleet)` row last; unknown values are empty cells, never 0."""
+    rows = []
     for rec in with_fleet_row(report, totals).to_dict("records"):
-        name = rec["pool"] if rec["in_pools_table"] is not False else f"{rec['pool']} (not in pools table)"
-        lines.append(
-            f"| {md_cell(name)} | {md_cell(rec['instance_type'] or '')} | {rec['running']} | {rec['stopped']} "
-            f"| {rec['idle']} | {rec['assigned']} | {_money(rec['hourly_rate_usd'], 4, blank=rec['pool'] == FLEET_ROW)} "
-            f"| {rec['price_source'] or ''} | {rec['mean_uptime_hours']:.2f} | {_money(rec['idle_cost_usd_per_hour'], 4)} "
-            f"| {_money(rec['compute_cost_usd'], 2)} | {_ratio(rec['utilisation'])} |"
-        )
-    return "\n".join(lines)
+        fleet = rec["pool"] == FLEET_ROW
+        rows.append({
+            "pool": rec["pool"],
+            "idle cost ($/h)": _cents(rec["idle_cost_usd_per_hour"]),
+            "compute cost ($)": _cents(rec["compute_cost_usd"]),
+            "utilisation (%)": _percent(rec["utilisation"]),
+            "running": rec["running"], "stopped": rec["stopped"], "idle": rec["idle"], "assigned": rec["assigned"],
+            "type": rec["instance_type"],
+            # A unit price, not an amount: AWS quotes it to the hundredth of a cent, and cents would be 4 % off.
+            "rate ($/h)": None if fleet else _rounded(rec["hourly_rate_usd"], 4),
+            "price source": rec["price_source"],
+            "mean uptime (h)": _rounded(rec["mean_uptime_hours"], 2),
+            "in pools table": None if fleet else bool(rec["in_pools_table"]),
+        })
+    return table(REPORT_TABLE_COLUMNS, rows)
+
+
+def inventory_table(inventory: pd.DataFrame) -> TableMetadataValue:
+    return table(INVENTORY_TABLE_COLUMNS, ({
+        "pool": rec["pool"], "in pools table": bool(rec["in_pools_table"]), "type": rec["instance_type"],
+        "ebs_gb": rec["ebs_gb"], "price override ($/h)": rec["hourly_price_usd"], "running": rec["running"],
+        "stopped": rec["stopped"], "idle": rec["idle"], "assigned": rec["assigned"],
+        "instance hours": _rounded(rec["instance_hours"], 2),
+    } for rec in inventory.to_dict("records")))
 
 
 def render_chart(report: pd.DataFrame) -> bytes:
@@ -368,7 +404,7 @@ def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: Fl
         "instances": len(instances),
         "pools": len(inventory),
         "pools_missing_from_table": MetadataValue.json(missing),
-        "inventory": MetadataValue.md(_plain_md(_inventory_display(inventory))),
+        "inventory": inventory_table(inventory),
         "dagster/row_count": len(inventory),
     })
 
@@ -400,16 +436,17 @@ def pool_cost_report(
     )
     return Output(report, metadata={
         "as_of": iso(as_of),
-        "report": MetadataValue.md(markdown_table(report, totals)),
+        "report": report_table(report, totals),
         "chart": MetadataValue.md(f"![cost and utilisation by pool](data:image/png;base64,{chart})"),
         "csv": MetadataValue.url(f"s3://{settings.archive_bucket}/{key}"),
-        "fleet_compute_cost_usd": totals["compute_cost_usd"],
-        "fleet_idle_cost_usd_per_hour": totals["idle_cost_usd_per_hour"],
-        "fleet_utilisation": None if not _known(totals["utilisation"]) else totals["utilisation"],
-        "fleet_running": totals["running"],
-        "fleet_stopped": totals["stopped"],
-        "fleet_idle": totals["idle"],
-        "fleet_assigned": totals["assigned"],
+        # Numbers, so the asset page plots the fleet's cost and utilisation over its materializations.
+        "fleet_compute_cost_usd": MetadataValue.float(totals["compute_cost_usd"]),
+        "fleet_idle_cost_usd_per_hour": MetadataValue.float(totals["idle_cost_usd_per_hour"]),
+        "fleet_utilisation": None if not _known(totals["utilisation"]) else MetadataValue.float(totals["utilisation"]),
+        "fleet_running": MetadataValue.int(totals["running"]),
+        "fleet_stopped": MetadataValue.int(totals["stopped"]),
+        "fleet_idle": MetadataValue.int(totals["idle"]),
+        "fleet_assigned": MetadataValue.int(totals["assigned"]),
         "pools_with_unknown_compute_cost": MetadataValue.json(totals["pools_with_unknown_compute_cost"]),
         "pools_missing_from_table": MetadataValue.json(totals["pools_missing_from_table"]),
         "dagster/row_count": len(report),
@@ -437,32 +474,17 @@ def _known(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _money(value: Any, places: int, *, blank: bool = False) -> str:
-    if blank:
-        return ""
-    return f"{float(value):.{places}f}" if _known(value) else "unknown"
+def _rounded(value: Any, places: int) -> float | None:
+    return round(float(value), places) if _known(value) else None
+
+
+def _cents(value: Any) -> float | None:
+    return _rounded(value, 2)
+
+
+def _percent(value: Any) -> float | None:
+    return round(float(value) * 100, 1) if _known(value) else None
 
 
 def _ratio(value: Any) -> str:
     return f"{float(value):.1%}" if _known(value) else "n/a"
-
-
-def _inventory_display(inventory: pd.DataFrame) -> pd.DataFrame:
-    shown = inventory.drop(columns=["as_of"]).astype({"hourly_price_usd": object})
-    # A missing override is not an unknown price: the shipped table applies.
-    shown["hourly_price_usd"] = [v if _known(v) else "no override" for v in inventory["hourly_price_usd"]]
-    return shown
-
-
-def _plain_md(frame: pd.DataFrame) -> str:
-    def show(value: Any) -> str:
-        if not _known(value):
-            return "unknown"
-        if isinstance(value, float):
-            return f"{value:.2f}" if not value.is_integer() else str(int(value))
-        return md_cell(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(show(v) for v in row) + " |")
-    return "\n".join(lines)

@@ -39,12 +39,14 @@ from dagster import (
     Config,
     MetadataValue,
     Output,
+    TableMetadataValue,
     asset,
 )
 from pydantic import Field
 
 from pipelines.common.aws import METRIC_BATCH, chunks, error_code, queue_name, queue_url
 from pipelines.common.contract import QUEUE_GONE_CODES, iso
+from pipelines.common.tables import column, table
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
@@ -468,31 +470,43 @@ def publish(cloudwatch: Any, namespace: str, data: Sequence[dict[str, Any]]) -> 
     return calls
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+QUEUE_TABLE_COLUMNS = [
+    column("queue"),
+    column("status", description="healthy, degraded or unhealthy against the run's thresholds"),
+    column("kind"),
+    column("visible", "int"), column("in flight", "int"), column("delayed", "int"),
+    column("DLQ depth", "int", "messages in the DLQ this queue redrives to"),
+    column("oldest age (s)", "float", "AWS/SQS ApproximateAgeOfOldestMessage; empty: see age source"),
+    column("age source", description="cloudwatch, empty (no messages) or unknown"),
+    column("why", description="the measurements past a threshold"),
+]
+
+
+def queues_table(frame: pd.DataFrame) -> TableMetadataValue:
     """Fleet queues always, then the non-healthy per-runner queues (worst first), capped for the UI."""
     fleet = frame[~frame["kind"].isin(RUNNER_KINDS)]
     runner = frame[frame["kind"].isin(RUNNER_KINDS) & (frame["status"] != HEALTHY)]
     runner = runner.sort_values("status", key=lambda c: c.map(RANK), ascending=False)
-    shown = pd.concat([fleet, runner]).head(MAX_TABLE_ROWS)
-    lines = ["| queue | kind | status | visible | in flight | delayed | DLQ depth | oldest age (s) | why |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in shown.to_dict("records"):
-        age = f"{r['oldest_age_seconds']:.0f}" if r["age_source"] == "cloudwatch" else r["age_source"]
-        lines.append(
-            f"| {r['queue']} | {r['kind']} | {r['status']} | {_n(r['visible'])} | {_n(r['in_flight'])} "
-            f"| {_n(r['delayed'])} | {_n(r['dlq_depth'])} | {age} | {str(r['reasons']).replace('|', '/')} |"
-        )
-    hidden = len(runner) + len(fleet) - len(shown)
-    healthy_runner = int((frame["kind"].isin(RUNNER_KINDS) & (frame["status"] == HEALTHY)).sum())
-    lines.append(f"\n{healthy_runner} healthy per-runner queue(s) not listed"
-                 + (f"; {hidden} more non-healthy in the asset value" if hidden > 0 else ""))
-    return "\n".join(lines)
+    rows = [{
+        "queue": r["queue"], "status": r["status"], "kind": r["kind"], "visible": _count(r["visible"]),
+        "in flight": _count(r["in_flight"]), "delayed": _count(r["delayed"]), "DLQ depth": _count(r["dlq_depth"]),
+        "oldest age (s)": round(float(r["oldest_age_seconds"])) if r["age_source"] == "cloudwatch" else None,
+        "age source": r["age_source"], "why": r["reasons"] or None,
+    } for r in pd.concat([fleet, runner]).to_dict("records")]
+    return table(QUEUE_TABLE_COLUMNS, rows, cap=MAX_TABLE_ROWS, rest="non-healthy in the asset value")
 
 
-def _n(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return str(int(value))
+def _count(value: Any) -> int | None:
+    # A missing queue's row has no measurements: pandas holds them as NaN in a float column.
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
+def dead_letters(frame: pd.DataFrame) -> tuple[int, int]:
+    """(messages in every DLQ, the deepest DLQ's depth): the numbers the asset page plots."""
+    dlqs = frame[frame["kind"].isin(DLQ_KINDS)]
+    if dlqs.empty:
+        return 0, 0
+    return int(dlqs["visible"].sum()), int(dlqs["visible"].max())
 
 
 # --- Dagster layer --------------------------------------------------------------------------
@@ -601,18 +615,24 @@ def queue_health(
     depths = depth_snapshot(frame, settings.runner_queue_prefix)
     publish(aws.cloudwatch, settings.metrics_namespace, queue_metric_data(frame, settings.runner_queue_prefix))
     counts = frame["status"].value_counts().to_dict()
+    total_dead, deepest = dead_letters(frame)
+    healthy_runner = int((frame["kind"].isin(RUNNER_KINDS) & (frame["status"] == HEALTHY)).sum())
     for row in frame[frame["status"] != HEALTHY].head(50).itertuples():
         context.log.warning(f"queue {row.queue} is {row.status}: {row.reasons}")
     yield Output(frame, metadata={
         "as_of": iso(now),
-        "queues": len(frame),
-        HEALTHY: int(counts.get(HEALTHY, 0)),
-        DEGRADED: int(counts.get(DEGRADED, 0)),
-        UNHEALTHY: int(counts.get(UNHEALTHY, 0)),
+        # Numbers, so the asset page plots them over its materializations.
+        "queues": MetadataValue.int(len(frame)),
+        HEALTHY: MetadataValue.int(int(counts.get(HEALTHY, 0))),
+        DEGRADED: MetadataValue.int(int(counts.get(DEGRADED, 0))),
+        UNHEALTHY: MetadataValue.int(int(counts.get(UNHEALTHY, 0))),
+        "dlq_depth_total": MetadataValue.int(total_dead),
+        "dlq_depth_max": MetadataValue.int(deepest),
         "oldest_age_source": age_note,
         "optional_queues_not_deployed": MetadataValue.json(survey.not_deployed),
         "depths": MetadataValue.json(depths),
-        "queues_table": MetadataValue.md(markdown_table(frame)),
+        "queues_table": queues_table(frame),
+        "healthy_runner_queues_not_listed": MetadataValue.int(healthy_runner),
         "dagster/row_count": len(frame),
     })
     yield _check_result(CHECK_DLQ, dlq_check(frame, thresholds))

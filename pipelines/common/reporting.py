@@ -5,18 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dagster import MetadataValue
+from dagster import MetadataValue, TableMetadataValue
 
-from pipelines.common.contract import md_cell as _cell
 from pipelines.common.safety import ActResult, PlannedAction
+from pipelines.common.tables import MAX_TABLE_ROWS, column, table
 
-MAX_TABLE_ROWS = 500  # the UI renders a table this long comfortably; the logs carry the rest
+PLAN_COLUMNS = [
+    column("resource", description="The target's id: instance id, parameter name, runner id, job id."),
+    column("outcome", description="What the sweep would do, or `kept: <why>` for a candidate it spared."),
+    column("reason"),
+    column("pool"),
+    column("marked since", description="Since when the sweep's plans have held this target (UTC)."),
+]
+ACTED_COLUMNS = [column("resource"), column("pool"), column("why")]
 
 
 def plan_table(actions: Sequence[PlannedAction],
                spared: Sequence[tuple[str, str, str, str | None]] = (),
-               marks: dict[str, str] | None = None) -> MetadataValue:
-    """The plan as a Markdown table, one row per candidate: resource, outcome, reason, pool, marked since.
+               marks: dict[str, str] | None = None) -> TableMetadataValue:
+    """The plan as a table, one row per candidate: resource, outcome, reason, pool, marked since.
 
     ``spared`` holds the candidates kept (resource, outcome such as ``kept: protected``,
     reason, pool), so a plan shows what it spared and why, not only what it would do;
@@ -24,14 +31,13 @@ def plan_table(actions: Sequence[PlannedAction],
     """
     marks = marks or {}
     rows = [(a.resource, a.action, a.reason, a.pool) for a in actions] + list(spared)
-    lines = ["| resource | outcome | reason | pool | marked since |", "|---|---|---|---|---|"]
-    lines += [f"| {_cell(r)} | {_cell(o)} | {_cell(why)} | {_cell(p or '')} | {marks.get(r, '')} |"
-              for r, o, why, p in rows[:MAX_TABLE_ROWS]]
-    if len(rows) > MAX_TABLE_ROWS:
-        lines.append(f"| … {len(rows) - MAX_TABLE_ROWS} more in the run logs | | | | |")
-    if not rows:
-        lines.append("| (nothing to do) | | | | |")
-    return MetadataValue.md("\n".join(lines))
+    return table(PLAN_COLUMNS, ({"resource": r, "outcome": o, "reason": why, "pool": p, "marked since": marks.get(r)}
+                                for r, o, why, p in rows), cap=MAX_TABLE_ROWS)
+
+
+def actions_table(pairs: Sequence[tuple[PlannedAction, str]]) -> TableMetadataValue:
+    """Targets with why (skipped at re-check, failed): resource, pool, why."""
+    return table(ACTED_COLUMNS, ({"resource": a.resource, "pool": a.pool, "why": why} for a, why in pairs))
 
 
 def log_plan(log: Any, kind: str, actions: Sequence[PlannedAction], found: int) -> None:
@@ -41,12 +47,12 @@ def log_plan(log: Any, kind: str, actions: Sequence[PlannedAction], found: int) 
 
 
 def outcome_metadata(result: ActResult) -> dict[str, Any]:
+    """Counts of what acting did, and the targets skipped at re-check or failed, each with why."""
     return {
-        "acted": len(result.done),
-        "skipped_at_recheck": len(result.skipped),
-        "failed": len(result.failed),
-        "skipped": MetadataValue.md(
-            "\n".join(f"- {a.resource}: {why}" for a, why in result.skipped) or "none"
-        ),
-        "failures": MetadataValue.md("\n".join(f"- {a.resource}: {why}" for a, why in result.failed) or "none"),
+        # Explicit ints: the actions asset's page plots them over its materializations.
+        "acted": MetadataValue.int(len(result.done)),
+        "skipped_at_recheck": MetadataValue.int(len(result.skipped)),
+        "failed": MetadataValue.int(len(result.failed)),
+        "skipped": actions_table(result.skipped),
+        "failures": actions_table(result.failed),
     }

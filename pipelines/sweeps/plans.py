@@ -21,12 +21,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import AssetKey, AssetMaterialization, Failure, MetadataValue, Output
+from dagster import AssetKey, AssetMaterialization, Failure, MetadataValue, Output, TableMetadataValue
 
 from pipelines.common.aws import Metric, put_metrics
 from pipelines.common.reporting import log_plan, outcome_metadata, plan_table
-from pipelines.common.contract import iso, md_cell, parse_iso
-from pipelines.common.safety import ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, is_dry_run
+from pipelines.common.contract import iso, parse_iso
+from pipelines.common.tables import column, table
+from pipelines.common.progress import Progress, watched
+from pipelines.common.safety import (
+    ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, collect_results, is_dry_run,
+)
 from pipelines.sweeps.observations import (
     HISTORY,
     MAX_MARKS,
@@ -79,11 +83,19 @@ class SweepPlan:
         return [k for k in self.kept if k.outcome == "uncertain"]
 
 
-def _kept_markdown(kept: list[Kept]) -> MetadataValue:
-    lines = [f"- {k.resource}: kept ({k.outcome}): {k.reason}" for k in kept[:MAX_KEPT_ROWS]]
-    if len(kept) > MAX_KEPT_ROWS:
-        lines.append(f"- … {len(kept) - MAX_KEPT_ROWS} more in the run logs")
-    return MetadataValue.md("\n".join(lines) or "none")
+KEPT_COLUMNS = [column("resource"), column("outcome"), column("reason"), column("pool")]
+MARKED_COLUMNS = [column("resource"), column("pool"),
+                  column("marked since", description="First seen in this sweep's plans (UTC); acted on once confirmed.")]
+
+
+def _kept_table(kept: list[Kept]) -> TableMetadataValue:
+    return table(KEPT_COLUMNS, ({"resource": k.resource, "outcome": f"kept: {k.outcome}", "reason": k.reason,
+                                 "pool": k.pool} for k in kept), cap=MAX_KEPT_ROWS)
+
+
+def _marked_table(waiting: list[tuple[Any, datetime]]) -> TableMetadataValue:
+    return table(MARKED_COLUMNS, ({"resource": a.resource, "pool": a.pool, "marked since": iso(since)}
+                                  for a, since in waiting), cap=MAX_KEPT_ROWS)
 
 
 def plan_asset_key(job_name: str) -> AssetKey:
@@ -148,12 +160,13 @@ def plan_output(context: Any, plan: SweepPlan) -> Any:
         log.info(f"{plan.kind}: kept {outcomes['in use']} in use (their runners are live)")
     table = plan_table(plan.actions, [(k.resource, f"kept: {k.outcome}", k.reason, k.pool) for k in plan.kept],
                        marks={t: iso(m) for t, m in plan.marks.items()})
+    # Explicit ints: the plan asset's page plots each of them over its materializations.
     counts: dict[str, Any] = {
-        "found": plan.found,
-        "planned": len(plan.actions),
-        "kept_because_uncertain": outcomes["uncertain"],
-        "kept_protected": outcomes["protected"],
-        "kept_in_use": outcomes["job running"] + outcomes["in use"],
+        "found": MetadataValue.int(plan.found),
+        "planned": MetadataValue.int(len(plan.actions)),
+        "kept_because_uncertain": MetadataValue.int(outcomes["uncertain"]),
+        "kept_protected": MetadataValue.int(outcomes["protected"]),
+        "kept_in_use": MetadataValue.int(outcomes["job running"] + outcomes["in use"]),
     }
     marks = dict(list(plan.marks.items())[:MAX_MARKS])
     yield AssetMaterialization(asset_key=key, description=f"{plan.kind} plan", metadata={
@@ -163,7 +176,7 @@ def plan_output(context: Any, plan: SweepPlan) -> Any:
         "pools": MetadataValue.json(pool_counts(a.pool for a in plan.actions)),
         "marks": MetadataValue.json({t: iso(m) for t, m in marks.items()}),
     })
-    yield Output(plan, metadata={**counts, "plan": table, "kept": _kept_markdown(plan.kept)})
+    yield Output(plan, metadata={**counts, "plan": table, "kept": _kept_table(plan.kept)})
 
 
 def metrics_by_pool(name: str, result: ActResult) -> list[Metric]:
@@ -213,10 +226,8 @@ def guarded_act(
     blocked = blocked or anomaly(plan.kind, planned, pool_counts(a.pool for a in plan.actions), plan.history,
                                  config.anomaly_factor)
     go, waiting = split_confirmed(plan, window)
-    marked = {"marked": len(waiting), "confirm_after_minutes": window,
-              "marked_targets": MetadataValue.md("\n".join(
-                  f"- {md_cell(a.resource)}: marked since {iso(since)}" for a, since in waiting[:MAX_KEPT_ROWS])
-                  or "none")}
+    marked = {"marked": MetadataValue.int(len(waiting)), "confirm_after_minutes": window,
+              "marked_targets": _marked_table(waiting)}
     if is_dry_run(config.dry_run, settings):
         source = "run config" if config.dry_run else "RUNS_FLEET_DRY_RUN=true"
         log.info(f"{plan.kind}: dry run ({source}): stopping after the plan; {planned} action(s) not taken")
@@ -240,13 +251,16 @@ def guarded_act(
     planned = len(plan.actions)
     if not planned:
         log.info(f"{plan.kind}: nothing to do")
-    result = act(plan)
+    progress = Progress(log, f"{plan.kind}: acting", planned, unit="target")
+    # The act functions do not count: progress is read from the results they fill as they go.
+    with collect_results() as results, watched(progress, lambda: sum(r.handled for r in results)):
+        result = act(plan)
     for action, why in result.skipped:
         log.warning(f"{plan.kind}: skipped {action.resource} at re-check: {why}")
     for action, why in result.failed:
         log.error(f"{plan.kind}: failed on {action.resource}: {why}")
-    log.info(
-        f"{plan.kind}: {len(result.done)} done, {len(result.skipped)} skipped at re-check, {len(result.failed)} failed"
+    progress.finish(
+        f"{len(result.done)} done, {len(result.skipped)} skipped at re-check, {len(result.failed)} failed"
     )
     try:
         put_metrics(aws.cloudwatch, settings.metrics_namespace, metrics_by_pool(metric, result))

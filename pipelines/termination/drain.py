@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from pipelines.common.aws import SQS_BATCH, Metric, chunks, put_metrics, queue_url
+from pipelines.common.progress import Progress
 from pipelines.termination.cleanup import RunnerCleanup, describe_error, clean_up_runners
 from pipelines.termination.jobs_table import JobUpdate, mark_job_done, mark_metrics_published
 from pipelines.termination.messages import Ignored, Invalid, Termination, parse_message
@@ -209,6 +212,9 @@ def drain_terminations(
     """
     report = DrainReport()
     url = queue_url(aws.sqs, settings.termination_queue)
+    waiting = queue_depth(aws.sqs, url)
+    progress = Progress(log, "termination drain", min(waiting, options.max_messages) if waiting else None,
+                        unit="message")
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="termination") as executor, \
             VisibilityKeeper(aws.sqs, url, options.visibility_timeout, log) as keeper:
         drained = False
@@ -239,6 +245,7 @@ def drain_terminations(
                 messages = [_read(m, settings) for m in raw]
                 done = _process_batch(aws, settings, messages, report, executor, options, log)
                 _delete(aws.sqs, url, done, report, log)
+                progress.update(report.received)
             finally:
                 keeper.release(handles)
         report.visibility_extensions = keeper.extensions
@@ -247,6 +254,15 @@ def drain_terminations(
     if report.failed:
         report.max_receives = max_receive_count(aws.sqs, url, log)
     return report
+
+
+def queue_depth(sqs: Any, url: str) -> int | None:
+    """Messages visible in the queue now (approximate): the drain's progress total; None if unreadable."""
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+    except (ClientError, BotoCoreError, KeyError, ValueError):
+        return None  # only the progress lines' total and ETA depend on it
 
 
 def max_receive_count(sqs: Any, url: str, log: Any = logger) -> int | None:

@@ -73,7 +73,8 @@ def drain_termination_queue(
     report = drain_terminations(aws, settings, options, log=context.log)
     elapsed = time.monotonic() - started
     context.log.info(
-        f"drained {report.received} message(s) in {elapsed:.1f}s: {report.processed} processed, "
+        f"drained {report.received} message(s) in {elapsed:.1f}s "
+        f"({report.received / elapsed if elapsed else 0:.1f}/s): {report.processed} processed, "
         f"{report.already_done} already done, {report.unknown_job} unknown job, {report.failed} failed"
     )
     outcome = drain_outcome(report.failed_by_receive, max_receives=report.max_receives,

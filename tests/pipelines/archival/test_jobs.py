@@ -13,9 +13,11 @@ from dagster import (
 
 from definitions import defs
 from pipelines.archival import REQUESTS
-from pipelines.archival.jobs import archive_old_jobs_daily, job_archive_partitions
+from pipelines.archival.jobs import ARCHIVE_START_DATE, archive_old_jobs_daily, job_archive_partitions
+from pipelines.archival.start import ArchiveStartError, archive_start
 from pipelines.archival.requests import archive_partition_key
 from pipelines.common.requests import BadParams
+from tests.metadata import column
 from tests.pipelines.archival.helpers import DAY, day_jobs, put_jobs, read_manifest_json, s3_keys, table_items
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ def test_a_partition_run_archives_its_day_and_materializes_job_archive(aws, sett
     manifest = read_manifest_json(aws, settings)
     assert metadata["records"] == 30 == manifest["record_count"]
     assert metadata["bytes"] == sum(p["bytes"] for p in manifest["parts"]) > 0
-    assert f"s3://{settings.archive_bucket}/{manifest['parts'][0]['key']}" in metadata["s3_uris"]
+    assert f"s3://{settings.archive_bucket}/{manifest['parts'][0]['key']}" in column(metadata["s3_uris"], "part")
     assert metadata["manifest"] == f"s3://{settings.archive_bucket}/jobs/completed_date={DAY}/_manifest.json"
     assert manifest["run_id"] == result.run_id == metadata["run_id"]
     output = result.output_for_node("archive_job_records_for_day")
@@ -91,7 +93,19 @@ def test_the_job_archive_asset_is_in_the_graph_with_daily_partitions():
     spec = next(s for s in defs.resolve_all_asset_specs() if s.key == AssetKey("job_archive"))
     assert spec.partitions_def == job_archive_partitions
     keys = job_archive_partitions.get_partition_keys(current_time=datetime(2026, 11, 25, 12, tzinfo=timezone.utc))
-    assert keys[0] == "2024-01-01" and keys[-1] == "2026-11-24"  # today is not a partition
+    # tests/conftest.py sets RUNS_FLEET_ARCHIVE_START=2024-01-01 so that fixed days stay partitions
+    assert keys[0] == "2024-01-01" == ARCHIVE_START_DATE and keys[-1] == "2026-11-24"  # today is not a partition
+
+
+def test_the_archive_starts_90_days_back_unless_configured_and_a_bad_start_names_the_variable():
+    today = date(2026, 11, 30)
+    assert archive_start({}, today) == "2026-09-01"
+    assert archive_start({"RUNS_FLEET_ARCHIVE_START": " "}, today) == "2026-09-01"  # blank: the default
+    assert archive_start({"RUNS_FLEET_ARCHIVE_START": "2025-06-01"}, today) == "2025-06-01"
+    for bad, why in [("2025/06/01", "YYYY-MM-DD"), ("2025-02-30", "not a real date"), ("2026-11-30", "before today"),
+                     ("yesterday", "YYYY-MM-DD")]:
+        with pytest.raises(ArchiveStartError, match=f"RUNS_FLEET_ARCHIVE_START=.*{why}"):
+            archive_start({"RUNS_FLEET_ARCHIVE_START": bad}, today)
 
 
 def test_each_job_runs_one_at_a_time_and_in_process():

@@ -20,7 +20,7 @@ import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, FloatMetadataValue, materialize
 
 from pipelines.audit import REQUESTS, pool_audit
 from pipelines.audit.pool_audit import (
@@ -36,6 +36,7 @@ from pipelines.audit.pool_audit import (
 )
 from pipelines.common.requests import BadParams
 from sandbox.backdate import backdate_instances
+from tests.metadata import column, columns, row_for
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
 GB_MONTH = 0.10 / 730  # $ per GB-hour of EBS
@@ -201,8 +202,13 @@ def test_assets_materialize_with_table_chart_csv_and_metrics(aws, settings):
     as_of = datetime.strptime(inventory_md["as_of"].value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     assert inventory_md["pools_missing_from_table"].value == ["ghost"]
     inventory_table = inventory_md["inventory"].value
-    assert "| ghost | False | t3.medium | unknown | no override | 1 | 1 | 1 | 0 |" in inventory_table
-    assert "| large | True | c6i.2xlarge | 100 | 0.30 | 2 | 1 | 1 | 1 |" in inventory_table
+    shown = ["pool", "in pools table", "type", "ebs_gb", "price override ($/h)", "running", "stopped", "idle",
+             "assigned"]
+    # ghost: ebs_gb unknown (empty), no price override (empty: the shipped table applies)
+    assert [row_for(inventory_table, "ghost")[c] for c in shown] == ["ghost", False, "t3.medium", None, None,
+                                                                    1, 1, 1, 0]
+    assert [row_for(inventory_table, "large")[c] for c in shown] == ["large", True, "c6i.2xlarge", 100, 0.30,
+                                                                    2, 1, 1, 1]
     # Uptime is measured at the recorded as_of: recompute each pool's hours by hand from it.
     pool_of = {}
     for iid in launched:
@@ -218,14 +224,29 @@ def test_assets_materialize_with_table_chart_csv_and_metrics(aws, settings):
 
     md = result.asset_materializations_for_node("pool_cost_report")[0].metadata
     table = md["report"].value
-    assert table.startswith("| pool | type | running |")
-    assert "| storage | i3.large | 1 | 0 | 0 | 1 | unknown | unknown |" in table
-    assert "ghost (not in pools table)" in table and "| (fleet) |" in table and "n/a" in table
+    # The cost columns come first, right after the pool's name.
+    assert columns(table)[:4] == ["pool", "idle cost ($/h)", "compute cost ($)", "utilisation (%)"]
+    storage = row_for(table, "storage")
+    assert [storage[c] for c in ("type", "running", "stopped", "idle", "assigned", "rate ($/h)", "price source",
+                                 "compute cost ($)")] == ["i3.large", 1, 0, 0, 1, None, "unknown", None]  # unknown
+    assert row_for(table, "ghost")["in pools table"] is False and row_for(table, "small")["in pools table"] is True
+    assert column(table, "pool")[-1] == "(fleet)" and row_for(table, "empty")["utilisation (%)"] is None  # n/a
+    # Money to the cent, ratios as percentages.
+    assert row_for(table, "large")["compute cost ($)"] == round(expected["large"]["compute"], 2)
+    assert row_for(table, "small")["idle cost ($/h)"] == round(60 * GB_MONTH, 2)
+    assert row_for(table, "small")["utilisation (%)"] == round(100 * 2 / 6, 1)
+    assert row_for(table, "(fleet)")["utilisation (%)"] == round(100 * 4 / 12, 1)
     chart = md["chart"].value
     assert chart.startswith("![") and "(data:image/png;base64," in chart
     png = base64.b64decode(chart.split("base64,", 1)[1].rstrip(")"))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert md["fleet_utilisation"].value == pytest.approx(4 / 12)
+    # Fleet totals are numbers (plotted by the asset page), not text.
+    assert isinstance(md["fleet_compute_cost_usd"], FloatMetadataValue)
+    assert isinstance(md["fleet_idle_cost_usd_per_hour"], FloatMetadataValue)
+    assert isinstance(md["fleet_utilisation"], FloatMetadataValue)
+    assert md["fleet_compute_cost_usd"].value == pytest.approx(sum(e["compute"] for e in expected.values()
+                                                                    if e["compute"] is not None))
     assert md["pools_with_unknown_compute_cost"].value == ["storage"]
 
     key = f"reports/pool_cost/date={as_of:%Y-%m-%d}/pool_cost.csv"

@@ -24,6 +24,7 @@ from pipelines.audit.queue_health import (
     survey_queues,
 )
 from resources import add_client_observer
+from tests.metadata import row_for
 
 
 def url_of(aws, name):
@@ -191,7 +192,9 @@ def test_dlq_depth_check_warns_then_errors(aws, settings):
     assert checks["dlq_depth"].metadata["deepest"].value == "runs-fleet-termination-dlq.fifo"
     metadata = result.asset_materializations_for_node("queue_health")[0].metadata
     assert metadata["degraded"].value == 2  # the DLQ and the termination queue it serves
-    assert "| runs-fleet-termination-dlq.fifo | termination_dlq | degraded | 1 |" in metadata["queues_table"].value
+    dlq = row_for(metadata["queues_table"].value, "runs-fleet-termination-dlq.fifo")
+    assert (dlq["kind"], dlq["status"], dlq["visible"]) == ("termination_dlq", "degraded", 1)
+    assert metadata["dlq_depth_total"].value == 1 and metadata["dlq_depth_max"].value == 1  # numbers the UI plots
 
     send(aws, "runs-fleet-termination-dlq.fifo", 9)
     _, checks = run_health(aws, settings, instance)

@@ -17,6 +17,7 @@ from pipelines.common.contract import iso
 from pipelines.sweeps import orphaned_instances as oi
 from pipelines.sweeps.observations import ANOMALY_FLOOR, PlanRecord, anomaly, carry_marks, confirmed, slack
 from tests.builders import launch
+from tests.metadata import column
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
@@ -127,7 +128,7 @@ def test_seen_once_is_marked_seen_again_after_the_window_is_acted_on(aws, settin
     orphan = launch(aws, 500)
     first = sweep(instance, aws, settings, T0)
     assert first.success and running(aws, [orphan]) == {orphan}
-    assert act_metadata(first)["marked"] == 1 and orphan in act_metadata(first)["marked_targets"]
+    assert act_metadata(first)["marked"] == 1 and orphan in column(act_metadata(first)["marked_targets"], "resource")
     early = sweep(instance, aws, settings, T0 + timedelta(minutes=13, seconds=59))
     assert early.success and running(aws, [orphan]) == {orphan}  # still in its window
     second = sweep(instance, aws, settings, T0 + timedelta(minutes=15))

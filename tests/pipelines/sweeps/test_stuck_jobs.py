@@ -20,6 +20,7 @@ from sensors.housekeeping import parse_request
 
 REGISTRY = {request.task_type: request for request in REQUESTS}
 from tests.builders import get_job, launch, plan_rows, put_job
+from tests.metadata import column
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 UNKNOWN_EC2 = "i-0123456789abcdef0"
@@ -179,7 +180,7 @@ def test_blast_radius_blocks_and_a_raised_limit_acts(aws, settings):
     text = failure_text(blocked, sj.ACT_OP)
     assert "12 of 30" in text and "max_fraction" in text
     assert {get_job(aws, settings, f"stuck-{n:02}")["status"] for n in range(12)} == {"running"}
-    assert "stuck-00" in step_metadata(blocked, sj.PLAN_OP)["plan"]  # the plan is recorded for review
+    assert "stuck-00" in column(step_metadata(blocked, sj.PLAN_OP)["plan"], "resource")  # the plan is recorded for review
     too_many = run_sweep(aws, settings, max_fraction=0.5, max_actions=11)
     assert not too_many.success and "max_actions=11" in failure_text(too_many, sj.ACT_OP)
     raised = run_sweep(aws, settings, max_fraction=0.5)
