@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from pipelines import archival, audit, sweeps, termination
+from pipelines import archival, audit, ledger, sweeps, termination
 from resources import deployment_resources, load_aws_clients, load_settings
 from resources.io import load_io_manager
 from sensors.housekeeping import build_housekeeping_sensor
@@ -27,6 +27,7 @@ termination_queue_sensor = build_termination_sensor(termination.process_terminat
 
 defs = Definitions.merge(
     audit.defs,
+    ledger.defs,
     archival.defs,
     sweeps.defs,
     termination.defs,

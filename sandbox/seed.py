@@ -55,6 +55,7 @@ class FleetSpec:
     dead_queue_sets: int = 0  # per-runner queues + tracking for gone runners, older than 24 h
     queue_messages_every: int = 3  # every Nth queue set holds messages
     finished_jobs: int = 0  # spread over the last `job_days` days
+    stuck_jobs: int = 0  # running job records, started 2 h ago, on runners that never existed
     job_days: int = 30
     termination_messages: int = 0  # valid agent messages for busy runners finishing now
     ecs_stop_events: int = 0
@@ -110,6 +111,7 @@ class SeededFleet:
     queues_with_messages: list[str] = field(default_factory=list)
     running_jobs: list[str] = field(default_factory=list)
     finished_jobs: int = 0
+    stuck_jobs: list[str] = field(default_factory=list)
     termination_message_ids: list[str] = field(default_factory=list)
     malformed_message_ids: list[str] = field(default_factory=list)
     job_of_runner: dict[str, str] = field(default_factory=dict)
@@ -236,6 +238,11 @@ def seed_fleet(
         completed = now - timedelta(seconds=rng.uniform(600, span))
         finished_job(f"i-{rng.getrandbits(68):017x}"[:19], rng.choice(spec.pools).name, completed)
     fleet.finished_jobs = sum(1 for j in jobs if j["status"] != "running")
+    for n in range(spec.stuck_jobs):
+        gone = f"i-{rng.getrandbits(68):017x}"[:19]
+        fleet.stuck_jobs.append(running_job(gone, pool_at(n).name, now - timedelta(hours=2)))
+        fleet.job_of_runner[gone] = fleet.stuck_jobs[-1]
+        fleet.running_jobs.remove(fleet.stuck_jobs[-1])
     _put_jobs(aws, settings, jobs)
 
     _send_termination_messages(aws, settings, spec, fleet, now, rng)

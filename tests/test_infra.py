@@ -80,9 +80,13 @@ def test_policy_is_scoped():
                 "ec2:DescribeInstances", "ssm:DescribeParameters", "cloudwatch:PutMetricData",
                 # queue_health's message ages: GetMetricData has no resource-level permissions.
                 "cloudwatch:GetMetricData",
+                # the ledger's task listing: authorised on container instances, narrowed by ecs:cluster below.
+                "ecs:ListTasks",
             }, statement["Sid"]
     (terminate,) = [s for s in statements if "ec2:TerminateInstances" in s["Action"]]
     assert terminate["Condition"] == {"StringEquals": {"ec2:ResourceTag/runs-fleet:managed": "true"}}
+    (list_tasks,) = [s for s in statements if "ecs:ListTasks" in s["Action"]]
+    assert "ecs:cluster" in list_tasks["Condition"]["ArnEquals"]
     (metrics,) = [s for s in statements if "cloudwatch:PutMetricData" in s["Action"]]
     assert "cloudwatch:namespace" in metrics["Condition"]["StringEquals"]
 

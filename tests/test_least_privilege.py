@@ -283,6 +283,8 @@ PIECES: list[Piece] = [
           lambda w, aws: run_assets([pool_inventory, pool_cost_report], aws, w.settings, w.instance)),
     Piece("queue_health_asset", ("asset:queue_health",),
           lambda w, aws: run_assets([queue_health], aws, w.settings, w.instance)),
+    Piece("fleet_ledger_job", ("job:fleet_ledger_job", "asset:fleet_ledger"),
+          lambda w, aws: run_job("fleet_ledger_job", aws, w.settings, w.instance)),
 ]
 PIECE = {p.name: p for p in PIECES}
 
@@ -303,6 +305,7 @@ WITHOUT_RUNS: list[tuple[str, str]] = [
     ("ec2:TerminateInstances", "orphaned_instances_sweep"),
     ("ssm:DescribeParameters", "stale_ssm_sweep"),
     ("ecs:DescribeTasks", "stale_ssm_sweep"),
+    ("ecs:ListTasks", "fleet_ledger_job"),
     ("ssm:DeleteParameters", "stale_ssm_sweep"),
     ("sqs:ListQueues", "orphaned_queues_sweep"),
     ("sqs:DeleteQueue", "orphaned_queues_sweep"),

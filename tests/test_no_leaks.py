@@ -203,6 +203,7 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
         ("restore_archived_jobs", {}, day),
         ("pool_audit_job", {}, None),
         ("queue_health_job", {}, None),
+        ("fleet_ledger_job", {}, None),
     ]
     ran = {name for name in defs.get_repository_def().job_names if not name.startswith("__")}
     assert ran == {name for name, _, _ in runs}, "a job of the code location is not exercised here"

@@ -213,12 +213,13 @@ def _after_cancellation(
 
 @dataclass(frozen=True)
 class Metric:
-    """One CloudWatch datum; ``pool`` becomes the ``Pool`` dimension when set."""
+    """One CloudWatch datum; ``pool`` becomes the ``Pool`` dimension when set, ``dimensions`` adds (name, value) pairs."""
 
     name: str
     value: float
     unit: str = "Count"
     pool: str | None = None
+    dimensions: tuple[tuple[str, str], ...] = ()
 
 
 def put_metrics(cloudwatch: Any, namespace: str, metrics: Iterable[Metric]) -> int:
@@ -228,8 +229,9 @@ def put_metrics(cloudwatch: Any, namespace: str, metrics: Iterable[Metric]) -> i
         data = []
         for metric in batch:
             datum: dict[str, Any] = {"MetricName": metric.name, "Value": float(metric.value), "Unit": metric.unit}
-            if metric.pool:
-                datum["Dimensions"] = [{"Name": "Pool", "Value": metric.pool}]
+            dimensions = [*metric.dimensions, *((("Pool", metric.pool),) if metric.pool else ())]
+            if dimensions:
+                datum["Dimensions"] = [{"Name": name, "Value": value} for name, value in dimensions]
             data.append(datum)
         cloudwatch.put_metric_data(Namespace=namespace, MetricData=data)
         calls += 1
