@@ -5,7 +5,7 @@
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 from dagster import (
