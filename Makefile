@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/python -m sandbox run --moto-port $(MOTO_PORT) --dagster-port $(DAGSTER_PORT)
 
-## Stop the sandbox's moto server (the UI stops with Ctrl-C).
+## Stop everything `make run` started: the Dagster UI (even when started in the background) and the moto server.
 stop: install
 	$(BIN)/python -m sandbox stop
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".sandbox"
 STATE_FILE = STATE_DIR / "state.json"
 LOG_FILE = STATE_DIR / "moto.log"
+UI_FILE = STATE_DIR / "ui.json"
 DAGSTER_HOME = ROOT / ".dagster_home"
 
 
@@ -137,13 +138,43 @@ def dagster_dev_command(port: int) -> list[str]:
 def run(moto_port: int, dagster_port: int) -> None:
     state = ensure_server(moto_port)
     env = dagster_env(state["url"])
-    print(f"Starting the Dagster UI on http://localhost:{dagster_port} (DAGSTER_HOME={DAGSTER_HOME}); Ctrl-C stops it, "
-          "`make stop` stops the moto server.", flush=True)
+    print(f"Starting the Dagster UI on http://localhost:{dagster_port} (DAGSTER_HOME={DAGSTER_HOME}); Ctrl-C or "
+          "`make stop` stops it, `make stop` also stops the moto server.", flush=True)
     command = dagster_dev_command(dagster_port)
+    # execve keeps this pid: `make stop` finds the UI by it, even when `make run` was started in the background.
+    UI_FILE.write_text(json.dumps({"pid": os.getpid(), "port": dagster_port}))
     os.execve(command[0], command, env)
 
 
+def stop_ui(grace_s: float = 30) -> None:
+    """Stop `dagster dev` as Ctrl-C does (SIGINT: it stops its webserver, daemon and code server), then make sure."""
+    try:
+        pid = int(json.loads(UI_FILE.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        print("No sandbox Dagster UI is running.")
+        return
+    if _pid_alive(pid) and "dagster" in _command_of(pid):
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        print(f"Stopped the sandbox Dagster UI (pid {pid}).")
+    else:
+        print("No sandbox Dagster UI is running.")
+    UI_FILE.unlink(missing_ok=True)
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "dagster"  # no /proc (macOS): trust the pid file
+
+
 def stop() -> None:
+    stop_ui()
     state = _read_state()
     if state and _pid_alive(int(state["pid"])):
         os.kill(int(state["pid"]), signal.SIGTERM)
