@@ -16,7 +16,7 @@ from dagster import Definitions
 
 from pipelines import archival, audit, ledger, sweeps, termination
 from resources import deployment_resources, load_aws_clients, load_settings
-from resources.io import load_io_manager
+from resources.io import load_io_manager, locked_io_manager
 from sensors.housekeeping import build_housekeeping_sensor
 from sensors.termination import build_termination_sensor
 
@@ -32,7 +32,7 @@ defs = Definitions.merge(
     sweeps.defs,
     termination.defs,
     Definitions(sensors=[housekeeping_queue_sensor, termination_queue_sensor]),
-    # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run elsewhere.
+    # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run (or its outputs) elsewhere.
     Definitions(resources={**deployment_resources(load_aws_clients(), load_settings()),
-                           "io_manager": load_io_manager()}),
+                           "io_manager": locked_io_manager(load_io_manager())}),
 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from dagster import ConfigurableIOManager, FilesystemIOManager
+from dagster import ConfigurableIOManager, FilesystemIOManager, IOManagerDefinition, Shape
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from resources.settings import SettingsError
@@ -52,3 +52,13 @@ def load_io_manager(environ: Mapping[str, str] | None = None) -> ConfigurableIOM
     return S3PickleIOManager(
         s3_resource=S3Resource(endpoint_url=endpoint, region_name=region), s3_bucket=bucket, s3_prefix=prefix
     )
+
+
+def locked_io_manager(io_manager: ConfigurableIOManager | FilesystemIOManager) -> IOManagerDefinition:
+    """``io_manager`` bound with an empty config schema, like the settings and the AWS clients:
+    no run config can point a run's step outputs at another bucket, prefix or directory."""
+    if isinstance(io_manager, ConfigurableIOManager):  # S3: the manager is its own IO manager
+        return IOManagerDefinition(resource_fn=lambda _: io_manager, config_schema=Shape({}),
+                                   description="S3 pickles of step outputs, from the code location's environment only.")
+    return IOManagerDefinition(resource_fn=lambda context: io_manager.create_io_manager(context), config_schema=Shape({}),
+                               description="Step outputs on local disk under DAGSTER_HOME (DAGSTER_DEPLOYMENT=local).")

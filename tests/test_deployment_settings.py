@@ -37,6 +37,7 @@ def running(aws, ids):
         {"settings": {"config": {"jobs_table": "someone-elses-jobs"}}},
         {"aws": {"config": {"endpoint_url": "http://127.0.0.1:1"}}},
         {"aws": {"config": {"region_name": "ap-south-1"}}},
+        {"io_manager": {"config": {"base_dir": "/tmp/elsewhere"}}},
     ],
 )
 def test_run_config_cannot_change_a_deployment_setting(dry_defs, aws, resources_config):

@@ -13,7 +13,7 @@ from dagster import DagsterInstance, FilesystemIOManager, materialize
 from dagster_aws.s3 import S3PickleIOManager
 
 from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
-from resources.io import load_io_manager
+from resources.io import load_io_manager, locked_io_manager
 from resources.settings import SettingsError
 from tests.builders import launch, put_pool
 
@@ -47,7 +47,7 @@ def test_pool_cost_report_alone_reads_the_inventory_another_run_wrote_to_s3(aws,
     monkeypatch.setenv("DAGSTER_DEPLOYMENT", "prod")
     put_pool(aws, settings, "linux-small", 60)
     launch(aws, 5, pool="linux-small", count=2)
-    resources = {"aws": aws, "settings": settings, "io_manager": load_io_manager()}
+    resources = {"aws": aws, "settings": settings, "io_manager": locked_io_manager(load_io_manager())}
 
     with DagsterInstance.ephemeral() as first:
         assert materialize([pool_inventory], resources=resources, instance=first).success
