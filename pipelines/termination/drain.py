@@ -206,7 +206,8 @@ def drain_terminations(
 ) -> DrainReport:
     """Receive up to ``options.max_messages`` termination messages and process them, batch by batch.
 
-    Stops at the first empty long poll, at ``max_messages``, or when ``stop`` is set.
+    Stops at the first empty long poll (a 1-second one once the messages waiting at the start
+    are in: ``receive_wait``), at ``max_messages``, or when ``stop`` is set.
     Raises only when the termination queue itself cannot be reached (nothing is lost then:
     unfinished messages return after their visibility timeout).
     """
@@ -227,7 +228,7 @@ def drain_terminations(
                 while len(raw) < options.batch_size and report.received < options.max_messages:
                     wanted = min(SQS_BATCH, options.batch_size - len(raw), options.max_messages - report.received)
                     got = aws.sqs.receive_message(
-                        QueueUrl=url, MaxNumberOfMessages=wanted, WaitTimeSeconds=options.wait_seconds,
+                        QueueUrl=url, MaxNumberOfMessages=wanted, WaitTimeSeconds=receive_wait(options, waiting, report),
                         VisibilityTimeout=options.visibility_timeout,
                         AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
                         MessageAttributeNames=["All"],
@@ -254,6 +255,22 @@ def drain_terminations(
     if report.failed:
         report.max_receives = max_receive_count(aws.sqs, url, log)
     return report
+
+
+TAIL_WAIT_SECONDS = 1
+
+
+def receive_wait(options: DrainOptions, waiting: int | None, report: DrainReport) -> int:
+    """The long poll of the next receive: the full wait while the messages the run saw waiting at its
+    start are still coming, then a short one, so a run ends a second after its work instead of five.
+
+    Still a long poll (1 s): it asks every SQS server, so an empty answer means empty, unlike a
+    short poll's sample; messages arriving meanwhile keep the run going, as before. When the
+    depth could not be read, the full wait throughout.
+    """
+    if waiting is None or report.received < waiting:
+        return options.wait_seconds
+    return min(options.wait_seconds, TAIL_WAIT_SECONDS)
 
 
 def queue_depth(sqs: Any, url: str) -> int | None:

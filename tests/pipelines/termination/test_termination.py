@@ -460,3 +460,16 @@ def test_visibility_of_messages_being_worked_on_is_extended(aws, settings):
     assert keeper.extensions >= 2 and keeper.errors == []
     time.sleep(2.1)
     assert queue_counts(aws, url) == (1, 0)  # released: it returns after its timeout
+
+
+def test_a_run_ends_a_second_after_its_work_not_on_a_full_long_poll(aws, settings):
+    from pipelines.termination.drain import DrainReport, receive_wait
+
+    options = DrainOptions(wait_seconds=5)
+    assert receive_wait(options, 3, DrainReport(received=2)) == 5  # messages seen at the start still coming
+    assert receive_wait(options, 3, DrainReport(received=3)) == 1  # its work is in: a 1 s long poll ends it
+    assert receive_wait(options, None, DrainReport(received=9)) == 5  # depth unknown: the full wait
+    assert receive_wait(DrainOptions(wait_seconds=0), 0, DrainReport()) == 0
+    started = time.monotonic()
+    empty = drain_terminations(aws, settings, options)  # an empty queue: was 5.0 s
+    assert empty.received == 0 and time.monotonic() - started < 3
