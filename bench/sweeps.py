@@ -261,9 +261,12 @@ def main() -> None:
     planned = len(plan.actions)
     assert planned == info["orphans"], (planned, info["orphans"])
     tagged = sum(1 for job in plan.targets.values() if job) + info["long_busy"]
+    tagged_targets = sum(1 for job in plan.targets.values() if job)
+    # The re-check reads again what the plan relied on (contract): the pools table and the
+    # jobs of the tagged targets, besides the targets themselves.
     minimum = Counter({
         "DescribeInstances": pages(info["reservations_running"], 1000) + batches(planned, 200),
-        "Scan": 1, "BatchGetItem": batches(tagged, 100),
+        "Scan": 2, "BatchGetItem": batches(tagged, 100) + batches(tagged_targets, 100),
         "TerminateInstances": batches(planned, 1000), "PutMetricData": 1,
     })
     ratios["orphaned_instances"] = report(
@@ -281,8 +284,9 @@ def main() -> None:
     # The orphaned-instances run just terminated its orphans: their parameters are stale now too.
     assert planned == info["stale_parameters"] + info["orphan_parameters"], (planned, info)
     moto_page = 10  # moto answers DescribeParameters 10 a page whatever MaxResults asks; AWS gives 50
+    # Plus the re-check's re-read of the targets' LastModifiedDate (50 names a filter; moto pages 10).
     minimum = Counter({
-        "DescribeParameters": pages(info["parameters"], moto_page),
+        "DescribeParameters": pages(info["parameters"], moto_page) + pages(planned, moto_page),
         "DescribeInstances": batches(info["parameters"], 200) + batches(planned, 200),
         "DeleteParameters": batches(planned, 10), "PutMetricData": 1,
     })
