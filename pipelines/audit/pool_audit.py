@@ -29,15 +29,25 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, TableMetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    FreshnessPolicy,
+    MetadataValue,
+    Output,
+    TableMetadataValue,
+    asset,
+)
 
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
 from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, parse_iso
@@ -380,7 +390,13 @@ def cost_metrics(report: pd.DataFrame) -> list[Metric]:
 # --- Dagster layer --------------------------------------------------------------------------
 
 
-@asset(group_name=REPORT_GROUP, kinds={"aws", "pandas"})
+CHECK_PRICES = "every_pool_priced"
+CHECK_POOLS = "every_pool_in_pools_table"
+# Run daily at 09:00: a day late is worth a look, two days late means the audit is not running.
+DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26))
+
+
+@asset(group_name=REPORT_GROUP, kinds={"aws", "pandas"}, freshness_policy=DAILY_FRESHNESS)
 def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings) -> Output[pd.DataFrame]:
     """Per pool: running, stopped, idle (running, no running job) and assigned instances, and their instance-hours.
 
@@ -409,10 +425,39 @@ def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: Fl
     })
 
 
-@asset(group_name=REPORT_GROUP, kinds={"aws", "pandas"})
+def report_checks(totals: Mapping[str, Any]) -> list[AssetCheckResult]:
+    """The cost report's own checks: an unpriced instance type, a pool the pools table does not know (WARN)."""
+    unpriced, missing = totals["pools_with_unknown_compute_cost"], totals["pools_missing_from_table"]
+    return [
+        AssetCheckResult(
+            check_name=CHECK_PRICES, passed=not unpriced, severity=AssetCheckSeverity.WARN,
+            description=("every pool's instance type has an hourly price" if not unpriced else
+                         f"no hourly price for the instance type of pool(s) {', '.join(map(str, unpriced))}: their "
+                         "compute cost is unknown; add hourly_price_usd to the pool or the type to prices.csv"),
+            metadata={"pools": MetadataValue.json(list(unpriced))},
+        ),
+        AssetCheckResult(
+            check_name=CHECK_POOLS, passed=not missing, severity=AssetCheckSeverity.WARN,
+            description=("every pool tagged on an instance is in the pools table" if not missing else
+                         f"pool(s) {', '.join(map(str, missing))} tagged on instances but missing from the pools "
+                         "table: their limits and disk size fall back to defaults"),
+            metadata={"pools": MetadataValue.json(list(missing))},
+        ),
+    ]
+
+
+@asset(
+    group_name=REPORT_GROUP, kinds={"aws", "pandas"}, freshness_policy=DAILY_FRESHNESS,
+    check_specs=[
+        AssetCheckSpec(CHECK_PRICES, asset="pool_cost_report",
+                       description="WARN when an instance type has no hourly price (its compute cost is unknown)."),
+        AssetCheckSpec(CHECK_POOLS, asset="pool_cost_report",
+                       description="WARN when instances carry a pool the pools table does not know."),
+    ],
+)
 def pool_cost_report(
     context: AssetExecutionContext, pool_inventory: pd.DataFrame, aws: AwsClients, settings: FleetSettings
-) -> Output[pd.DataFrame]:
+) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     """Per pool: idle cost ($/h), compute cost so far ($), utilisation, plus fleet totals.
 
     Prices from the shipped on-demand table (pipelines/audit/prices.csv) unless the pool sets
@@ -434,7 +479,7 @@ def pool_cost_report(
         f"fleet: compute cost ${totals['compute_cost_usd']:.2f}, idle ${totals['idle_cost_usd_per_hour']:.4f}/h, "
         f"utilisation {_ratio(totals['utilisation'])}; report at s3://{settings.archive_bucket}/{key}"
     )
-    return Output(report, metadata={
+    yield Output(report, metadata={
         "as_of": iso(as_of),
         "report": report_table(report, totals),
         "chart": MetadataValue.md(f"![cost and utilisation by pool](data:image/png;base64,{chart})"),
@@ -451,6 +496,7 @@ def pool_cost_report(
         "pools_missing_from_table": MetadataValue.json(totals["pools_missing_from_table"]),
         "dagster/row_count": len(report),
     })
+    yield from report_checks(totals)
 
 
 # --- small helpers --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     Config,
+    FreshnessPolicy,
     MetadataValue,
     Output,
     TableMetadataValue,
@@ -574,6 +575,8 @@ def _previous_depths(context: AssetExecutionContext) -> Mapping[str, int] | None
     name=ASSET,
     group_name="queue_health",
     kinds={"aws", "pandas"},
+    # Every 5 minutes: two missed runs are worth a look, four mean the schedule is not running.
+    freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(minutes=20), warn_window=timedelta(minutes=10)),
     check_specs=[
         AssetCheckSpec(CHECK_DLQ, asset=ASSET, description="Deepest DLQ: WARN when degraded, ERROR when unhealthy."),
         AssetCheckSpec(CHECK_AGE, asset=ASSET,

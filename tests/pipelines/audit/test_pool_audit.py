@@ -302,3 +302,17 @@ def test_jobs_and_schedules_are_in_the_code_location():
     assert schedules["pool_audit_daily"].execution_timezone == "UTC"
     assert schedules["queue_health_every_5_minutes"].cron_schedule == "*/5 * * * *"
     assert schedules["queue_health_every_5_minutes"].job_name == "queue_health_job"
+
+
+def test_cost_report_checks_warn_naming_unpriced_and_unknown_pools(aws, settings):
+    build_fleet(aws, settings, datetime.now(timezone.utc).replace(microsecond=0))
+    result = materialize([pool_inventory, pool_cost_report], resources={"aws": aws, "settings": settings},
+                         instance=DagsterInstance.ephemeral())
+    assert result.success  # WARN checks never fail the run
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    pools = checks[pool_audit.CHECK_POOLS]
+    assert not pools.passed and pools.severity.value == "WARN" and "ghost" in pools.description
+    assert pools.metadata["pools"].value == ["ghost"]
+    priced = checks[pool_audit.CHECK_PRICES]
+    # i3.large is not in the shipped price table and the storage pool sets no hourly_price_usd.
+    assert not priced.passed and priced.metadata["pools"].value == ["storage"] and "storage" in priced.description
