@@ -28,6 +28,7 @@ import base64
 import csv
 import io
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from dagster import (
 )
 
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
-from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, parse_iso
+from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, object_link, parse_iso
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -483,7 +484,10 @@ def pool_cost_report(
         "as_of": iso(as_of),
         "report": report_table(report, totals),
         "chart": MetadataValue.md(f"![cost and utilisation by pool](data:image/png;base64,{chart})"),
-        "csv": MetadataValue.url(f"s3://{settings.archive_bucket}/{key}"),
+        # The s3:// form for the CLI, and a link that opens in a browser.
+        "csv": MetadataValue.text(f"s3://{settings.archive_bucket}/{key}"),
+        "csv_link": _link(object_link(settings.archive_bucket, key, aws.s3.meta.region_name,
+                                      os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))),
         # Numbers, so the asset page plots the fleet's cost and utilisation over its materializations.
         "fleet_compute_cost_usd": MetadataValue.float(totals["compute_cost_usd"]),
         "fleet_idle_cost_usd_per_hour": MetadataValue.float(totals["idle_cost_usd_per_hour"]),
@@ -514,6 +518,11 @@ def _number(attribute: Mapping[str, str] | None) -> float | None:
     except (InvalidOperation, ValueError):
         return None
     return value if math.isfinite(value) and value >= 0 else None
+
+
+def _link(target: str) -> MetadataValue:
+    """A URL the UI opens, or (against a local stand-in) the command line, as text."""
+    return MetadataValue.url(target) if target.startswith("https://") else MetadataValue.text(target)
 
 
 def _known(value: Any) -> bool:

@@ -59,3 +59,16 @@ def loggable(text: str, limit: int) -> str:
 def md_cell(text: object) -> str:
     """A value fit for one Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def object_link(bucket: str, key: str, region: str | None, endpoint: str | None = None) -> str:
+    """Where a person opens an archive object: the AWS console's object page (region-aware). Against a
+    local stand-in (``AWS_ENDPOINT_URL``, e.g. the sandbox's moto) no console exists and its objects are
+    private, so the answer is the CLI line that prints the object instead."""
+    from urllib.parse import quote
+
+    if endpoint:
+        return f"aws --endpoint-url {endpoint.rstrip('/')} s3 cp s3://{bucket}/{key} -"
+    region = region or "us-east-1"
+    return (f"https://{region}.console.aws.amazon.com/s3/object/{quote(bucket)}"
+            f"?region={quote(region)}&bucketType=general&prefix={quote(key, safe='')}")

@@ -17,6 +17,7 @@ import base64
 import csv
 import io
 import math
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -251,6 +252,9 @@ def test_assets_materialize_with_table_chart_csv_and_metrics(aws, settings):
 
     key = f"reports/pool_cost/date={as_of:%Y-%m-%d}/pool_cost.csv"
     assert md["csv"].value == f"s3://{settings.archive_bucket}/{key}"
+    # Against the local stand-in there is no console: the "link" is the command that prints the object.
+    assert md["csv_link"].value == f"aws --endpoint-url {os.environ['AWS_ENDPOINT_URL']} s3 cp " \
+        f"s3://{settings.archive_bucket}/{key} -"
     body = aws.s3.get_object(Bucket=settings.archive_bucket, Key=key)["Body"].read().decode()
     rows = {r["pool"]: r for r in csv.DictReader(io.StringIO(body))}
     assert set(rows) == {"small", "large", "storage", "empty", "ghost", "(fleet)"}
