@@ -131,18 +131,33 @@ def write_index_object(s3: Any, archive_bucket: str, day: date, bucket: str, lin
     return len(body)
 
 
-def locate_archived_job(s3: Any, archive_bucket: str, job_id: str) -> list[IndexEntry]:
+@dataclass
+class LookupStats:
+    """What a lookup read: list pages and index objects of its one bucket."""
+
+    bucket: str = ""
+    list_pages: int = 0
+    objects_read: int = 0
+    bytes_read: int = 0
+
+
+def locate_archived_job(s3: Any, archive_bucket: str, job_id: str, stats: LookupStats | None = None) -> list[IndexEntry]:
     """Every archived day of ``job_id`` (day, part, manifest), oldest day first; [] if it is not in the index.
 
     Lists the job's one bucket (paged ListObjectsV2) and reads each of its day objects: one
     GetObject per archived day on which a job of that bucket finished, none of any other bucket.
     """
+    stats = stats if stats is not None else LookupStats()
+    stats.bucket = index_bucket(job_id)
     found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=archive_bucket, Prefix=bucket_prefix(index_bucket(job_id))):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=archive_bucket, Prefix=bucket_prefix(stats.bucket)):
+        stats.list_pages += 1
         for obj in page.get("Contents", []):
             if not _DAY_OBJECT.search(obj["Key"]):
                 continue
             body = s3.get_object(Bucket=archive_bucket, Key=obj["Key"])["Body"].read()
+            stats.objects_read += 1
+            stats.bytes_read += len(body)
             for line in gzip.decompress(body).decode().splitlines():
                 # Lines are compact JSON with sorted keys: a cheap text test before parsing.
                 if line and json.dumps(job_id, ensure_ascii=False) in line:
