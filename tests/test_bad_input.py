@@ -317,6 +317,9 @@ def test_out_of_range_limits_fail_the_run_naming_the_field(aws, settings):
         ("orphaned_queues_sweep", "delete_orphaned_queues", "max_actions", -1),
         ("process_terminations", "drain_termination_queue", "visibility_timeout_seconds", 0),
         ("process_terminations", "drain_termination_queue", "wait_seconds", 21),
+        ("locate_archived_job", "find_job_in_archive", "job_id", "two words"),
+        ("locate_archived_job", "find_job_in_archive", "job_id", "x" * 257),
+        ("locate_archived_job", "find_job_in_archive", "job_id", "line\nINJECTED"),
     ]:
         result = defs.resolve_job_def(job_name).execute_in_process(
             run_config={"ops": {op_name: {"config": {field_name: value}}}}, instance=DagsterInstance.ephemeral(),

@@ -14,6 +14,7 @@ per action, with the template's own resources where moto can check them.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import re
@@ -144,6 +145,7 @@ class World:
     day: str
     instance: DagsterInstance = field(default_factory=DagsterInstance.ephemeral)
     stuck_jobs: list[str] = field(default_factory=list)  # job ids put stuck by _setup_stuck_job
+    archived_job: str = ""  # a job id of the archived day, for the lookup (_setup_locate)
 
 
 # Each piece: setup(world) runs as admin before enforcement; run(world, principal) runs as the principal.
@@ -239,6 +241,23 @@ def _restore(world: World, aws: AwsClients) -> Outcome:
                    {"ops": {"restore_job_records_for_day": {"config": {"dry_run": False}}}}, partition_key=world.day)
 
 
+def _setup_locate(world: World) -> None:
+    """The day archived (as admin, if no earlier piece did), and one of its job ids to look up."""
+    manifest_key = f"jobs/completed_date={world.day}/_manifest.json"
+    try:
+        manifest = json.loads(world.admin.s3.get_object(Bucket=world.settings.archive_bucket, Key=manifest_key)["Body"].read())
+    except ClientError:
+        assert _archive(world, world.admin).success, "setup: archiving the day as admin failed"
+        manifest = json.loads(world.admin.s3.get_object(Bucket=world.settings.archive_bucket, Key=manifest_key)["Body"].read())
+    body = world.admin.s3.get_object(Bucket=world.settings.archive_bucket, Key=manifest["parts"][0]["key"])["Body"].read()
+    world.archived_job = json.loads(gzip.decompress(body).decode().splitlines()[0])["job_id"]
+
+
+def _locate(world: World, aws: AwsClients) -> Outcome:
+    return run_job("locate_archived_job", aws, world.settings, world.instance,
+                   {"ops": {"find_job_in_archive": {"config": {"job_id": world.archived_job}}}})
+
+
 @dataclass(frozen=True)
 class Piece:
     name: str
@@ -275,6 +294,7 @@ PIECES: list[Piece] = [
           _setup_stuck_job),
     Piece("archive_old_jobs", ("job:archive_old_jobs", "asset:job_archive"), _archive),
     Piece("restore_archived_jobs", ("job:restore_archived_jobs",), _restore, _setup_restore),
+    Piece("locate_archived_job", ("job:locate_archived_job",), _locate, _setup_locate),
     Piece("pool_audit_job", ("job:pool_audit_job",),
           lambda w, aws: run_job("pool_audit_job", aws, w.settings, w.instance)),
     Piece("queue_health_job", ("job:queue_health_job",),
@@ -432,6 +452,8 @@ def test_every_piece_succeeds_with_only_the_policy_and_the_policy_holds_only_wha
     assert world.instance.get_latest_materialization_event(AssetKey("job_archive")) is not None
     assert outcomes["restore_archived_jobs"].value.output_for_node("restore_job_records_for_day")["restored"] > 0
     assert outcomes["redrive_termination_dlq"].value.output_for_node("replay_termination_dlq")["sent"] == 1
+    located = outcomes["locate_archived_job"].value.output_for_node("find_job_in_archive")["archived"]
+    assert [entry["completed_date"] for entry in located] == [world.day]
 
     # Every call needs an action of the policy; every action of the policy is needed.
     granted = policy_actions(deployed_policy)

@@ -201,6 +201,7 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
         ("stuck_jobs_sweep", {"ops": {"interrupt_stuck_jobs": {"config": ACT_NOW}}}, None),
         ("archive_old_jobs", {}, day),
         ("restore_archived_jobs", {}, day),
+        ("locate_archived_job", {"ops": {"find_job_in_archive": {"config": {"job_id": "leak-0"}}}}, None),
         ("pool_audit_job", {}, None),
         ("queue_health_job", {}, None),
         ("fleet_ledger_job", {}, None),
@@ -220,6 +221,8 @@ def test_no_pipeline_leaks_a_body_or_a_secret(canary_aws, settings, caplog, caps
     assert outputs["redrive_termination_dlq"]["replay_termination_dlq"].event_specific_data.metadata["sent"].value == 1
     stuck = aws.dynamodb.get_item(TableName=settings.jobs_table, Key={"job_id": {"S": STUCK_JOB}})["Item"]
     assert stuck["status"]["S"] == "interrupted"
+    located = outputs["locate_archived_job"]["find_job_in_archive"].event_specific_data.metadata
+    assert located["days"].value == 1 and day in located["answer"].value  # the secret-laden job, found by id
     archived = aws.s3.list_objects_v2(Bucket=settings.archive_bucket).get("Contents", [])
     assert any(f"completed_date={day}" in o["Key"] for o in archived) and any("queues/" in o["Key"] for o in archived)
 

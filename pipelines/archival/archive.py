@@ -13,7 +13,10 @@
    for a day already archived, or one that changed since its archived version) is streamed
    into a new part, which is uploaded when it passes ``part_max_bytes`` and read back at once.
 3. Write the manifest (conditionally: a concurrent run makes this one fail, not overwrite).
-4. Only then delete the marked records, each only in the version that was archived
+4. Write the day's job index (``index.py``: job id -> day, part, manifest), rebuilt from the
+   ledger so it always matches the archive, read back; the manifest then records its digest,
+   so a re-run with nothing new writes no index object.
+5. Only then delete the marked records, each only in the version that was archived
    (``deletes.delete_archived_versions``: conditional deletes, 100 a TransactWriteItems).
    A record that changed since is kept and reported; the next run archives its new version.
 
@@ -35,6 +38,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from pipelines.archival.deletes import delete_archived_versions
+from pipelines.archival.index import IndexDigest, bucket_objects, index_bucket, write_index_object
 from pipelines.archival.manifest import Manifest, manifest_key, read_manifest, write_manifest
 from pipelines.archival.parts import (
     ArchiveVerificationError, PartInfo, PartWriter, list_part_keys, part_key, part_number, s3_uri, scan_part,
@@ -81,6 +85,10 @@ class DayArchiveResult:
     archive_records: int = 0  # in the day's archive after this run
     archive_bytes: int = 0
     part_uris: list[str] = field(default_factory=list)
+    index_entries: int = 0  # jobs in the day's index (one line each)
+    index_objects: int = 0  # the day's index objects (one per bucket holding a job of the day)
+    index_objects_written: int = 0  # by this run: 0 when the manifest shows the index already matches
+    index_bytes_written: int = 0
     query: QueryStats = field(default_factory=QueryStats)
 
     @property
@@ -96,12 +104,19 @@ class _Ledger:
         # A scratch file for one run: durability would only cost time.
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("CREATE TABLE latest (job_id TEXT PRIMARY KEY, digest BLOB) WITHOUT ROWID")
+        # part: the key of the part holding that latest line; bucket: the job's index bucket.
+        self.db.execute("CREATE TABLE latest (job_id TEXT PRIMARY KEY, digest BLOB, part TEXT, bucket TEXT) WITHOUT ROWID")
         self.db.execute("CREATE TABLE to_delete (job_id TEXT PRIMARY KEY, line TEXT) WITHOUT ROWID")
 
-    def add_archived(self, job_id: str, digest: bytes) -> None:
+    def add_archived(self, job_id: str, digest: bytes, part: str) -> None:
         # Called in archive order, so the last line of a job entered is its latest version.
-        self.db.execute("INSERT OR REPLACE INTO latest VALUES (?, ?)", (job_id, digest))
+        self.db.execute("INSERT OR REPLACE INTO latest VALUES (?, ?, ?, ?)", (job_id, digest, part, index_bucket(job_id)))
+
+    def index_rows(self) -> Iterator[tuple[str, str, str]]:
+        """(bucket, job id, part key) of every archived job, by bucket then job id: the index's order."""
+        cursor = self.db.execute("SELECT bucket, job_id, part FROM latest ORDER BY bucket, job_id")
+        while rows := cursor.fetchmany(DELETE_CHUNK):
+            yield from rows
 
     def is_latest(self, job_id: str, digest: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM latest WHERE job_id = ? AND digest = ?", (job_id, digest)).fetchone() is not None
@@ -130,7 +145,7 @@ class _PartLoader:
     """Called with each line of a part read back: checks it is a job record, enters it in the ledger, tracks its bounds."""
 
     def __init__(self, ledger: _Ledger, bucket: str, key: str, names: set[str]):
-        self.ledger, self.uri, self.names = ledger, s3_uri(bucket, key), names
+        self.ledger, self.key, self.uri, self.names = ledger, key, s3_uri(bucket, key), names
         self.min_completed_at = self.max_completed_at = ""
 
     def __call__(self, line: str) -> None:
@@ -141,11 +156,31 @@ class _PartLoader:
             job_id = job_id_of(item)
         except (ValueError, UnarchivableRecord) as error:
             raise ArchiveVerificationError(f"{self.uri} holds a line that is not a job record: {error}") from error
-        self.ledger.add_archived(job_id, _digest(canonical))
+        self.ledger.add_archived(job_id, _digest(canonical), self.key)
         self.names.update(item)
         completed = completed_at_of(item)
         self.min_completed_at = earliest(self.min_completed_at, completed)
         self.max_completed_at = latest(self.max_completed_at, completed)
+
+
+def _write_index(s3: Any, bucket: str, day: date, manifest: Manifest, ledger: _Ledger, result: DayArchiveResult,
+                 *, run_id: str, written_at: str) -> None:
+    """Write the day's index from the ledger (unless the manifest records exactly this one), then record it there."""
+    key = manifest_key(day)
+    wanted = IndexDigest()
+    for index_bucket_name, lines in bucket_objects(bucket, day, key, ledger.index_rows()):
+        wanted.add(index_bucket_name, lines)
+    summary = wanted.summary()
+    result.index_entries, result.index_objects = wanted.entries, wanted.objects
+    if manifest.index == summary:
+        return  # written and read back by an earlier run; the archive has not changed since
+    # Every object of the day again (the same bytes where nothing changed): a bucket's object
+    # is whole, never patched, so it always matches the parts it names.
+    for index_bucket_name, lines in bucket_objects(bucket, day, key, ledger.index_rows()):
+        result.index_bytes_written += write_index_object(s3, bucket, day, index_bucket_name, lines)
+        result.index_objects_written += 1
+    manifest.index = summary
+    write_manifest(s3, bucket, manifest, run_id=run_id, updated_at=written_at)
 
 
 def archive_day(
@@ -240,7 +275,8 @@ def archive_day(
                     result.already_archived += 1
                 else:
                     result.newly_archived += 1
-                    ledger.add_archived(job_id, digest)
+                    # The part this line goes into: the writer's, uploaded under the next number.
+                    ledger.add_archived(job_id, digest, part_key(day, next_number))
                     if not dry_run:
                         if writer is None:
                             writer = PartWriter()
@@ -263,11 +299,15 @@ def archive_day(
 
         # 3. The manifest, before any delete: a restore starts from it.
         if result.parts_written or result.parts_adopted:
+            manifest.index = None  # the parts changed: the index it recorded no longer covers them
             write_manifest(s3, bucket, manifest, run_id=run_id, updated_at=written_at)
         if manifest.etag:
             result.manifest_uri = s3_uri(bucket, manifest_key(day))
 
-        # 4. Delete what is in a verified part, in the version that is there, and nothing else.
+            # 4. The index, before any delete: every deleted record can be found by its job id.
+            _write_index(s3, bucket, day, manifest, ledger, result, run_id=run_id, written_at=written_at)
+
+        # 5. Delete what is in a verified part, in the version that is there, and nothing else.
         if max_deletes is not None:
             check_blast_radius("job records", result.to_delete, result.to_delete, max_deletes, 1.0)
         deleting = Progress(log, f"job archive {day}: deleting", result.to_delete, unit="record")

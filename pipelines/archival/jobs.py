@@ -93,6 +93,10 @@ def _archive_metadata(result: DayArchiveResult) -> dict[str, Any]:
         "parts_written": len(result.parts_written),
         "parts_adopted": len(result.parts_adopted),
         "bytes_written": result.bytes_written,
+        "index_entries": result.index_entries,
+        "index_objects": result.index_objects,
+        "index_objects_written": result.index_objects_written,
+        "index_bytes_written": result.index_bytes_written,
         "query_pages": result.query.pages,
         "delete_calls": result.delete_calls,
         "delete_write_units_estimated": result.delete_units_estimated,
@@ -128,7 +132,9 @@ def archive_job_records_for_day(
         f"{verb} {result.newly_archived} new, {result.already_archived} already archived; "
         f"{'would delete' if dry_run else 'deleted'} {result.deleted if not dry_run else result.to_delete}; "
         f"kept {result.kept}; changed since archived (kept) {result.changed_since_archive}; "
-        f"parts written {len(result.parts_written)}, adopted {len(result.parts_adopted)}"
+        f"parts written {len(result.parts_written)}, adopted {len(result.parts_adopted)}; "
+        f"job index: {result.index_entries} job(s) in {result.index_objects} object(s), "
+        f"{result.index_objects_written} written by this run"
     )
     for job_id, why in result.kept_examples:
         context.log.warning(f"job archive {day}: kept job {job_id} in the table: {why}")
@@ -153,6 +159,9 @@ def archive_job_records_for_day(
                 "records_deleted": result.deleted,
                 "manifest": MetadataValue.text(result.manifest_uri or "none (no records for this day)"),
                 "s3_uris": table(PART_COLUMNS, ({"part": uri} for uri in result.part_uris)),
+                # The job index of the day: find any job of it with locate_archived_job.
+                "index_entries": result.index_entries,
+                "index_objects": result.index_objects,
                 "run_id": context.run_id,
             },
         )

@@ -36,6 +36,8 @@ class Manifest:
     day: date
     parts: list[PartInfo] = field(default_factory=list)
     etag: str | None = None
+    # The day's job index as last written and read back (index.IndexDigest.summary()); None: not written yet.
+    index: dict[str, Any] | None = None
 
     @property
     def records(self) -> int:
@@ -58,6 +60,7 @@ class Manifest:
             "run_ids": sorted({p.run_id for p in self.parts} | {run_id}),
             "updated_at": updated_at,
             "parts": [p.to_json() for p in self.parts],
+            "index": self.index,
         }
 
 
@@ -75,9 +78,10 @@ def read_manifest(s3: Any, bucket: str, day: date) -> Manifest:
         if data.get("completed_date") != day.isoformat():
             raise ValueError(f"it is for {data.get('completed_date')!r}")
         parts = [PartInfo.from_json(p) for p in data["parts"]]
+        index = data.get("index")
     except (ValueError, KeyError, TypeError) as error:
         raise ArchiveVerificationError(f"{s3_uri(bucket, key)} is not a valid manifest ({error}); nothing was touched") from error
-    return Manifest(day=day, parts=parts, etag=response["ETag"])
+    return Manifest(day=day, parts=parts, etag=response["ETag"], index=index if isinstance(index, dict) else None)
 
 
 def write_manifest(s3: Any, bucket: str, manifest: Manifest, *, run_id: str, updated_at: str) -> str:

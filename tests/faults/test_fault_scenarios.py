@@ -10,8 +10,9 @@ crash at the step boundary before the piece's first destructive batch):
    identical fleet (instances' states, parameter names, queue names and contents,
    tracking records, job items, verified job archives, archived queue messages,
    termination queue and DLQ contents — ids replaced by labels);
-3. nothing is lost: every job record is in the table or in a verified archive, every queue
-   message in its queue, the DLQ or the archive.
+3. nothing is lost: every job record is in the table or in a verified archive (and then found
+   by its job id in the job index, at its day and latest part), every queue message in its
+   queue, the DLQ or the archive.
 """
 
 from __future__ import annotations
@@ -186,6 +187,10 @@ def _any(params: dict[str, Any]) -> bool:
     return True
 
 
+def _key_starts(prefix: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda params: params.get("Key", "").startswith(prefix)
+
+
 def _key_ends(suffix: str) -> Callable[[dict[str, Any]], bool]:
     return lambda params: params.get("Key", "").endswith(suffix)
 
@@ -220,6 +225,7 @@ PIECES = {
     "archive_old_jobs": Piece(
         "archive_old_jobs", build_archive, run_archive,
         {"PutObject-manifest": (("s3", "PutObject"), _key_ends("_manifest.json")),  # part written, no manifest yet
+         "PutObject-index": (("s3", "PutObject"), _key_starts("index/")),  # manifest written, no index yet
          "TransactWriteItems": (("dynamodb", "TransactWriteItems"), _any)},  # archive verified, nothing deleted
         {("dynamodb", "TransactWriteItems")},
         transient_every=5,
@@ -241,7 +247,7 @@ SCENARIOS = [
     for name, piece in PIECES.items()
     for fault in ["transient", "partial", *(f"crash-before-{boundary}" for boundary in piece.crashes)]
 ]
-assert len(SCENARIOS) == 27  # the count docs/faults.md reports
+assert len(SCENARIOS) == 28  # the count docs/faults.md reports
 
 
 
@@ -276,6 +282,10 @@ def assert_nothing_lost(settings, originals: dict[str, Any], end: dict[str, Any]
     archived = {job_id: rec for day in archive.values() for job_id, rec in day["records"].items()}
     for job_id in originals["jobs"]:
         assert job_id in end["jobs"] or job_id in archived, f"job record {job_id} lost"
+        if job_id not in end["jobs"]:  # deleted: the index leads to it without knowing its day
+            where = [(day, entry["latest_part"][job_id]) for day, entry in archive.items()
+                     if job_id in entry["latest_part"]]
+            assert end["job_index"].get(job_id) == where, f"job {job_id} deleted but not findable by its id"
     held = (end["termination_queue"] + end["termination_dlq"]
             + [b for bodies in end["runner_queue_bodies"].values() for b in bodies]
             + [body for _, body in end["queue_archive"]])

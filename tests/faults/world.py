@@ -109,6 +109,7 @@ def job_archive(aws, settings) -> dict[str, Any]:
             continue
         manifest = json.loads(body)
         records, verified = [], True
+        latest_part: dict[str, str] = {}
         for part in manifest["parts"]:
             data = objects.get(part["key"])
             if data is None or hashlib.sha256(data).hexdigest() != part["sha256"]:
@@ -117,12 +118,26 @@ def job_archive(aws, settings) -> dict[str, Any]:
             lines = [json.loads(line) for line in gzip.decompress(data).decode().splitlines()]
             verified &= len(lines) == part["records"]
             records += lines
+            for line in lines:  # where each job's latest version is, as the index must say
+                latest_part[line["job_id"]] = part["key"]
         verified &= len(records) == manifest["record_count"]
         days[manifest["completed_date"]] = {
             "record_count": manifest["record_count"], "verified": verified,
             "job_ids": sorted(r["job_id"] for r in records), "records": {r["job_id"]: r for r in records},
+            "latest_part": latest_part,
         }
     return days
+
+
+def job_index(aws, settings) -> dict[str, list[tuple[str, str]]]:
+    """The job index read back: job id -> [(day, part key)], from every index object."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for key, body in sorted(_s3_objects(aws, settings, "index/jobs/").items()):
+        for line in gzip.decompress(body).decode().splitlines():
+            entry = json.loads(line)
+            part = entry["part"].removeprefix(f"s3://{settings.archive_bucket}/")
+            out.setdefault(entry["job_id"], []).append((entry["completed_date"], part))
+    return out
 
 
 def queue_archive(aws, settings, labels) -> list[tuple[str, str]]:
@@ -171,6 +186,7 @@ def world(aws, settings) -> dict[str, Any]:
         "instances": instances, "parameters": params, "queues": queues, "runner_queue_bodies": runner_queue_bodies,
         "tracking": tracking, "jobs": jobs,
         "job_archive": archive,
+        "job_index": job_index(aws, settings),
         "queue_archive": queue_archive(aws, settings, labels),
         "termination_queue": sorted(queue_bodies(region, settings.termination_queue)),
         "termination_dlq": sorted(queue_bodies(region, termination_dlq_name(settings))),
