@@ -7,9 +7,6 @@ after the plan. The Dagster layer (``pipelines.common.reporting``) records the p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -44,31 +41,10 @@ class ActResult:
     # for one runner); a target not listed counts 1.
     units: dict[str, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # Inside ``collect_results`` (the act step), every result an act function builds is
-        # visible as it fills, so the act step can log progress without each sweep counting.
-        sink = _collecting.get()
-        if sink is not None:
-            sink.append(self)
-
     @property
     def handled(self) -> int:
         """Targets dealt with so far: done, skipped at re-check, or failed."""
         return len(self.done) + len(self.skipped) + len(self.failed)
-
-
-_collecting: ContextVar[list[ActResult] | None] = ContextVar("act_results", default=None)
-
-
-@contextmanager
-def collect_results() -> Iterator[list[ActResult]]:
-    """Collect every ``ActResult`` built in this block (and context), to watch how far acting has got."""
-    sink: list[ActResult] = []
-    token = _collecting.set(sink)
-    try:
-        yield sink
-    finally:
-        _collecting.reset(token)
 
 
 class SweepConfig(Config):

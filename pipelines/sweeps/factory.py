@@ -32,7 +32,7 @@ from resources.aws import AwsClients
 from resources.settings import FleetSettings
 
 FindAndPlan = Callable[[AwsClients, FleetSettings, Optional[Config]], SweepPlan]
-Act = Callable[[AwsClients, FleetSettings, SweepPlan], ActResult]
+Act = Callable[[AwsClients, FleetSettings, SweepPlan, ActResult], ActResult]  # fills the result it is given
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def sweep_job(
 
     @op(name=act_op, ins={"plan": In(SweepPlan)}, description=act_description)
     def act_step(context, config: SweepConfig, plan: SweepPlan, aws: AwsClients, settings: FleetSettings) -> Output:
-        return guarded_act(context, plan, config, settings, aws, lambda p: act(aws, settings, p), metric,
+        return guarded_act(context, plan, config, settings, aws, lambda p, result: act(aws, settings, p, result), metric,
                            interval_minutes=interval_minutes)
 
     @job(name=name, description=description, tags={

@@ -235,9 +235,9 @@ def recheck(aws: AwsClients, settings: FleetSettings, targets: Mapping[str, str 
     return changed
 
 
-def terminate(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+def terminate(aws: AwsClients, settings: FleetSettings, plan: SweepPlan, result: ActResult | None = None) -> ActResult:
     """Re-check every target against a fresh reading of everything the rule uses, then TerminateInstances (1000 a call)."""
-    result = ActResult()
+    result = ActResult() if result is None else result
     if not plan.actions:
         return result
     by_id = {a.resource: a for a in plan.actions}

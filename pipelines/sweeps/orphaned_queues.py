@@ -178,12 +178,13 @@ def find_and_plan(aws: AwsClients, settings: FleetSettings, now: datetime | None
     return plan_orphaned_queues(runners, liveness, read_queue_ages(aws.sqs, runners, liveness), now)
 
 
-def delete_orphaned(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> tuple[ActResult, dict[str, int]]:
+def delete_orphaned(aws: AwsClients, settings: FleetSettings, plan: SweepPlan,
+                    result: ActResult | None = None) -> tuple[ActResult, dict[str, int]]:
     """Re-check each runner is still gone, then archive-and-delete its queues, and batch-delete idle tracking records.
 
     Returns the outcome and, per runner, how many queues were deleted.
     """
-    result = ActResult()
+    result = ActResult() if result is None else result
     deleted: dict[str, int] = {}
     if not plan.actions:
         return result, deleted
@@ -279,9 +280,10 @@ def _delete_idle_tracking(aws: AwsClients, settings: FleetSettings, plan: SweepP
 # --- Dagster layer --------------------------------------------------------------------------
 
 
-def _delete_counting_queues(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+def _delete_counting_queues(aws: AwsClients, settings: FleetSettings, plan: SweepPlan,
+                            result: ActResult | None = None) -> ActResult:
     """``delete_orphaned``, with each runner counted in the metric by its queues deleted (0 for a tracking record)."""
-    result, deleted = delete_orphaned(aws, settings, plan)
+    result, deleted = delete_orphaned(aws, settings, plan, result)
     result.units = {a.resource: deleted.get(a.resource, 0) for a in result.done}
     return result
 

@@ -29,7 +29,7 @@ from pipelines.common.contract import iso, parse_iso
 from pipelines.common.tables import column, table
 from pipelines.common.progress import Progress, watched
 from pipelines.common.safety import (
-    ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, collect_results, is_dry_run,
+    ActResult, BlastRadiusExceeded, SweepConfig, check_blast_radius, is_dry_run,
 )
 from pipelines.sweeps.observations import (
     HISTORY,
@@ -208,7 +208,7 @@ def guarded_act(
     config: SweepConfig,
     settings: FleetSettings,
     aws: AwsClients,
-    act: Callable[[SweepPlan], ActResult],
+    act: Callable[[SweepPlan, ActResult], ActResult],
     metric: str,
     *,
     interval_minutes: int,
@@ -252,9 +252,10 @@ def guarded_act(
     if not planned:
         log.info(f"{plan.kind}: nothing to do")
     progress = Progress(log, f"{plan.kind}: acting", planned, unit="target")
-    # The act functions do not count: progress is read from the results they fill as they go.
-    with collect_results() as results, watched(progress, lambda: sum(r.handled for r in results)):
-        result = act(plan)
+    # The act function fills the result it is given as it goes; progress is read from it.
+    result = ActResult()
+    with watched(progress, lambda: result.handled):
+        result = act(plan, result)
     for action, why in result.skipped:
         log.warning(f"{plan.kind}: skipped {action.resource} at re-check: {why}")
     for action, why in result.failed:

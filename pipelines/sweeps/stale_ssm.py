@@ -125,14 +125,14 @@ def read_last_modified(ssm: Any, names: list[str]) -> dict[str, datetime]:
     return found
 
 
-def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+def delete_stale(aws: AwsClients, settings: FleetSettings, plan: SweepPlan, result: ActResult | None = None) -> ActResult:
     """Re-read what the plan relied on, then DeleteParameters 10 names a call.
 
     Just before deleting: each target's runner is looked up again (it must still be gone)
     and each parameter's LastModifiedDate read again (DescribeParameters, 50 names a call):
     a parameter written since the plan is someone's again and is kept.
     """
-    result = ActResult()
+    result = ActResult() if result is None else result
     if not plan.actions:
         return result
     targets: dict[str, RunnerParameter] = plan.targets

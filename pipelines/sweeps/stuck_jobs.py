@@ -210,9 +210,9 @@ def mark_interrupted(dynamodb: Any, jobs_table: str, job_id: str, target: StuckT
     return None
 
 
-def interrupt(aws: AwsClients, settings: FleetSettings, plan: SweepPlan) -> ActResult:
+def interrupt(aws: AwsClients, settings: FleetSettings, plan: SweepPlan, result: ActResult | None = None) -> ActResult:
     """Re-check every target, then one conditional UpdateItem per job; a failed condition is a skip."""
-    result = ActResult()
+    result = ActResult() if result is None else result
     if not plan.actions:
         return result
     by_id = {a.resource: a for a in plan.actions}

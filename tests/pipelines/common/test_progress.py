@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from pipelines.common.progress import Progress, watched
-from pipelines.common.safety import ActResult, PlannedAction, collect_results
+from pipelines.common.safety import ActResult, PlannedAction
 
 
 class Log:
@@ -58,15 +58,13 @@ def test_without_a_total_a_line_has_no_eta():
     assert progress.finish() == "scan: done, 10 items in 2 s (5.0/s)"
 
 
-def test_watched_reads_how_far_an_act_function_got_from_the_results_it_fills():
+def test_watched_reads_how_far_an_act_function_got_from_the_result_it_fills():
     log = Log()
     progress = Progress(log, "sweep: acting", 3, unit="target", every_seconds=0, every_items=1)
-    with collect_results() as results, watched(progress, lambda: sum(r.handled for r in results), poll_seconds=0.01):
-        result = ActResult()  # built inside the act function, as the sweeps do
+    result = ActResult()  # handed to the act function, as the act step does
+    with watched(progress, lambda: result.handled, poll_seconds=0.01):
         for n in range(3):
             result.done.append(PlannedAction(f"i-{n}", "why", "terminate"))
             time.sleep(0.05)
-    assert results == [result] and progress.done == 3
+    assert progress.done == 3
     assert any(line.startswith("sweep: acting: ") and "/3 targets" in line for line in log.lines), log.lines
-    assert ActResult() is not None  # outside the block nothing is collected
-    assert len(results) == 1
