@@ -3,7 +3,6 @@ which picks the partition (default: the day the schedule would archive, 7 days b
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from typing import Any
@@ -11,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipelines.archival.jobs import ARCHIVE_START_DATE, ArchiveConfig, archive_day_for
+from pipelines.common.contract import parse_day
 from pipelines.common.requests import BadParams, RequestableJob, requestable
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
 def archive_day(raw: str | None, now: datetime | None = None) -> str:
@@ -21,12 +20,10 @@ def archive_day(raw: str | None, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     if raw is None:
         return archive_day_for(now).isoformat()
-    if not _DATE.match(raw):
-        raise BadParams(f"params.date must be a date as YYYY-MM-DD, got {raw[:40]!r}")
     try:
-        day = date.fromisoformat(raw)
-    except ValueError:
-        raise BadParams(f"params.date {raw!r} is not a real date") from None
+        day = parse_day(raw)
+    except ValueError as why:
+        raise BadParams(f"params.date {raw[:40]!r} {why}") from None
     if day < date.fromisoformat(ARCHIVE_START_DATE) or day >= now.astimezone(timezone.utc).date():
         raise BadParams(f"params.date {raw!r} is outside the archive's days ({ARCHIVE_START_DATE} to yesterday, UTC)")
     return raw

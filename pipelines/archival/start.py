@@ -10,13 +10,13 @@ code location loads; a bad value stops the load with an error naming the variabl
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 
+from pipelines.common.contract import parse_day
+
 ARCHIVE_START_ENV = "RUNS_FLEET_ARCHIVE_START"
 DEFAULT_DAYS_BACK = 90
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
 class ArchiveStartError(ValueError):
@@ -29,12 +29,10 @@ def archive_start(environ: Mapping[str, str] = os.environ, today: date | None = 
     raw = environ.get(ARCHIVE_START_ENV, "").strip()
     if not raw:
         return (today - timedelta(days=DEFAULT_DAYS_BACK)).isoformat()
-    if not _DATE.match(raw):
-        raise ArchiveStartError(f"{ARCHIVE_START_ENV}={raw[:40]!r} is not a date as YYYY-MM-DD")
     try:
-        start = date.fromisoformat(raw)
-    except ValueError:
-        raise ArchiveStartError(f"{ARCHIVE_START_ENV}={raw!r} is not a real date") from None
+        start = parse_day(raw)
+    except ValueError as why:
+        raise ArchiveStartError(f"{ARCHIVE_START_ENV}={raw[:40]!r} {why}") from None
     # The newest partition is yesterday: a start from today on would leave no day to archive.
     if start >= today:
         raise ArchiveStartError(f"{ARCHIVE_START_ENV}={raw!r} is not before today ({today.isoformat()}, UTC): "

@@ -6,8 +6,9 @@ capabilities import them from here rather than spelling them again.
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 # Tags on a managed EC2 instance.
 MANAGED_TAG = "runs-fleet:managed"
@@ -48,6 +49,20 @@ def iso(when: datetime) -> str:
 def parse_iso(value: str) -> datetime:
     """An ISO 8601 time (``Z`` or an offset) as an aware UTC datetime; raises ValueError otherwise."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+
+
+def parse_day(raw: str) -> date:
+    """A day written strictly as YYYY-MM-DD (a partition key, a request's date, a start date); raises
+    ValueError saying what is wrong: not that shape, or not a real date."""
+    if not _DAY.match(raw):
+        raise ValueError("is not a date as YYYY-MM-DD")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError("is not a real date") from None
 
 
 def loggable(text: str, limit: int) -> str:
