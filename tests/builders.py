@@ -79,3 +79,37 @@ def plan_rows(table) -> list[tuple[str, str, str]]:
     """A plan table's (resource, outcome, pool) rows: what two plans of the same world must agree on
     (reasons quote ages and times, and 'marked since' is when each run first saw a target)."""
     return [(row["resource"], row["outcome"], row["pool"] or "") for row in rows(table)]
+
+
+_SHARED_CLIENTS: dict = {}
+
+
+def redeployed(moto_url):
+    """Reset the moto server and deploy the stack anew: (shared project clients, settings).
+
+    For hypothesis tests, whose examples cannot take function-scoped fixtures; the clients are
+    created once (creating them is slow) and are stateless across resets.
+    """
+    from resources import load_aws_clients, load_settings
+    from sandbox.deploy import deploy_stack
+    from sandbox.server import reset_moto
+
+    reset_moto(moto_url)
+    aws = _SHARED_CLIENTS.setdefault("aws", load_aws_clients())
+    deploy_stack(aws.client("cloudformation"), aws.dynamodb)
+    return aws, load_settings()
+
+
+def hooked_clients(event, handler, services=("dynamodb",)):
+    """Fresh project clients (the real AWS resource) whose ``services`` carry a botocore ``handler`` on
+    ``event`` (e.g. "before-call.dynamodb.TransactWriteItems"); clients created elsewhere are untouched."""
+    from resources import add_client_observer, load_aws_clients
+
+    remove = add_client_observer(lambda client: client.meta.events.register(event, handler))
+    try:
+        clients = load_aws_clients()
+        for service in services:
+            clients.client(service)  # created while the observer is registered
+    finally:
+        remove()
+    return clients

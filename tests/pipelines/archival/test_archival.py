@@ -13,8 +13,7 @@ import pytest
 from pipelines.archival.archive import archive_day
 from pipelines.archival.parts import ArchiveVerificationError
 from pipelines.archival.restore import restore_day
-from resources import load_aws_clients
-from resources.aws import add_client_observer
+from tests.builders import hooked_clients
 from tests.pipelines.archival.helpers import (
     DAY, archived_lines, day_jobs, job, put_jobs, read_manifest_json, s3_keys, table_items,
 )
@@ -130,20 +129,11 @@ def test_late_records_for_an_archived_day_go_into_a_new_part(aws, settings):
 def _crashing_clients(when):
     """A fresh AwsClients whose calls raise when ``when(operation, params)`` says so (botocore events, real client)."""
 
-    def observe(client):
-        def before_call(model, params, **kwargs):
-            if when(model.name, params):
-                raise ConnectionError(f"injected crash before {model.name}")
+    def before_call(model, params, **kwargs):
+        if when(model.name, params):
+            raise ConnectionError(f"injected crash before {model.name}")
 
-        client.meta.events.register("before-call", before_call)
-
-    remove = add_client_observer(observe)
-    try:
-        clients = load_aws_clients()
-        clients.dynamodb, clients.s3  # create both while the observer is registered
-    finally:
-        remove()
-    return clients
+    return hooked_clients("before-call", before_call, services=("dynamodb", "s3"))
 
 
 def _is_manifest_put(op, params):
@@ -209,24 +199,15 @@ def _answering_clients(answers):
 
     sent = []
 
-    def observe(client):
-        def before_call(model, params, **kwargs):
-            items = json.loads(params["body"])["TransactItems"]  # the serialised request
-            sent.append(len(items))
-            if answers:
-                # A before-call handler's answer stands in for the HTTP round trip (botocore's own retries skipped).
-                return SimpleNamespace(status_code=400, headers={}), answers.pop(0)(items)
-            return None
+    def before_call(model, params, **kwargs):
+        items = json.loads(params["body"])["TransactItems"]  # the serialised request
+        sent.append(len(items))
+        if answers:
+            # A before-call handler's answer stands in for the HTTP round trip (botocore's own retries skipped).
+            return SimpleNamespace(status_code=400, headers={}), answers.pop(0)(items)
+        return None
 
-        client.meta.events.register("before-call.dynamodb.TransactWriteItems", before_call)
-
-    remove = add_client_observer(observe)
-    try:
-        clients = load_aws_clients()
-        clients.dynamodb
-    finally:
-        remove()
-    return clients, sent
+    return hooked_clients("before-call.dynamodb.TransactWriteItems", before_call), sent
 
 
 def _cancelled(code_of):
@@ -347,21 +328,12 @@ def _racing_clients(aws, settings, mutate):
     """A fresh AwsClients that runs ``mutate(admin)`` once, just before its first TransactWriteItems: the race."""
     done = []
 
-    def observe(client):
-        def before_call(**kwargs):
-            if not done:
-                done.append(1)
-                mutate(aws)
+    def before_call(**kwargs):
+        if not done:
+            done.append(1)
+            mutate(aws)
 
-        client.meta.events.register("before-call.dynamodb.TransactWriteItems", before_call)
-
-    remove = add_client_observer(observe)
-    try:
-        clients = load_aws_clients()
-        clients.dynamodb
-    finally:
-        remove()
-    return clients
+    return hooked_clients("before-call.dynamodb.TransactWriteItems", before_call)
 
 
 def test_a_record_changed_after_its_archive_copy_is_kept_and_the_next_run_archives_its_new_version(aws, settings):

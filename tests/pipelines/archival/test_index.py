@@ -16,8 +16,7 @@ from pipelines.archival.archive import archive_day
 from pipelines.archival.index import (
     IndexEntry, bucket_prefix, build_index, index_bucket, index_key, locate_archived_job,
 )
-from resources import load_aws_clients
-from resources.aws import add_client_observer
+from tests.builders import hooked_clients
 from tests.pipelines.archival.helpers import DAY, day_jobs, job, put_jobs, read_manifest_json, s3_keys
 
 B = "arch"
@@ -149,19 +148,10 @@ def counting_clients():
     """Fresh project clients whose S3 calls are counted (botocore before-call events): (clients, calls)."""
     calls: list[tuple[str, dict]] = []
 
-    def observe(client):
-        if client.meta.service_model.service_name == "s3":
-            client.meta.events.register(
-                "before-call.s3", lambda model, params, **kw: calls.append((model.name, params.get("url_path", ""),
-                                                                            params.get("query_string", {}))))
+    def count(model, params, **kwargs):
+        calls.append((model.name, params.get("url_path", ""), params.get("query_string", {})))
 
-    remove = add_client_observer(observe)
-    try:
-        clients = load_aws_clients()
-        clients.s3
-    finally:
-        remove()
-    return clients, calls
+    return hooked_clients("before-call.s3", count, services=("s3",)), calls
 
 
 def test_the_lookup_reads_only_the_jobs_bucket(aws, settings):

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from pipelines.archival.archive import archive_day
 from pipelines.archival.records import decode_record
 from pipelines.archival.restore import restore_day
-from resources import load_aws_clients
-from resources.aws import add_client_observer
+from tests.builders import hooked_clients
 from tests.pipelines.archival.helpers import DAY, job, put_jobs, read_manifest_json
 
 STATUSES = ("completed", "failed", "cancelled", "interrupted")
@@ -56,21 +55,12 @@ def _racing_clients(aws, settings, changes, on_call):
     """The project's clients, whose ``on_call``-th TransactWriteItems is preceded by ``changes`` made through ``aws``."""
     calls = []
 
-    def observe(client):
-        def before_call(**kwargs):
-            calls.append(1)
-            if len(calls) == on_call:
-                put_jobs(aws, settings, changes)
+    def before_call(**kwargs):
+        calls.append(1)
+        if len(calls) == on_call:
+            put_jobs(aws, settings, changes)
 
-        client.meta.events.register("before-call.dynamodb.TransactWriteItems", before_call)
-
-    remove = add_client_observer(observe)
-    try:
-        clients = load_aws_clients()
-        clients.dynamodb
-    finally:
-        remove()
-    return clients
+    return hooked_clients("before-call.dynamodb.TransactWriteItems", before_call)
 
 
 def _table(aws, settings, ids):

@@ -129,12 +129,12 @@ def assert_matches(report, expected):
         assert (row["running"], row["stopped"], row["assigned"], row["idle"]) == (
             want["running"], want["stopped"], want["assigned"], want["idle"]), pool
         assert row["price_source"] == want["source"], pool
-        for column, key in (("hourly_rate_usd", "rate"), ("compute_cost_usd", "compute"),
+        for field, key in (("hourly_rate_usd", "rate"), ("compute_cost_usd", "compute"),
                             ("idle_cost_usd_per_hour", "idle_cost"), ("utilisation", "util")):
             if want[key] is None:
-                assert math.isnan(row[column]), (pool, column, row[column])
+                assert math.isnan(row[field]), (pool, field, row[field])
             else:
-                assert row[column] == pytest.approx(want[key], rel=1e-12, abs=1e-12), (pool, column)
+                assert row[field] == pytest.approx(want[key], rel=1e-12, abs=1e-12), (pool, field)
 
 
 HOURS = {"small": [1, 2, 3, 4], "large": [5, 1], "storage": [2], "ghost": [3], "empty": []}

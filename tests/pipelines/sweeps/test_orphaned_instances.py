@@ -6,8 +6,8 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from pipelines.sweeps import orphaned_instances as oi
-from resources import add_client_observer, load_aws_clients, load_settings
-from tests.builders import launch, plan_rows, put_pool
+from resources import add_client_observer, load_aws_clients
+from tests.builders import launch, plan_rows, put_pool, redeployed
 from tests.metadata import column
 
 
@@ -189,7 +189,6 @@ def test_rerun_after_partial_failure_converges(aws, settings):
     assert oi.find_and_plan(aws, settings).actions == []  # converged: nothing left to do
 
 
-_CLIENTS: dict[str, object] = {}
 
 FLEET = st.lists(
     st.tuples(
@@ -204,13 +203,7 @@ FLEET = st.lists(
 @hsettings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fleet=FLEET)
 def test_protected_and_busy_instances_are_never_touched(moto_url, fleet):
-    from sandbox.deploy import deploy_stack
-    from sandbox.server import reset_moto
-
-    reset_moto(moto_url)
-    aws = _CLIENTS.setdefault("aws", load_aws_clients())  # creating clients is slow; they are stateless
-    settings = load_settings()
-    deploy_stack(aws.client("cloudformation"), aws.dynamodb)
+    aws, settings = redeployed(moto_url)
     put_pool(aws, settings, "small", 30)
     put_pool(aws, settings, "large", 120)
     put_job(aws, settings, "j-run", "running")

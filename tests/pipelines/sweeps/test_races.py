@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from pipelines.sweeps import orphaned_instances as oi, orphaned_queues as oq, rules, stale_ssm
-from resources import add_client_observer, load_aws_clients, load_settings
-from tests.builders import launch, put_params, put_pool
+from resources import add_client_observer, load_aws_clients
+from tests.builders import launch, put_params, put_pool, redeployed
 from tests.metadata import column, rows
 from tests.pipelines.sweeps.test_orphaned_queues import make_queue_set, queues, tracked
 
@@ -189,7 +189,6 @@ PROTECT = st.sampled_from([None, None, "", "true", "false", " FALSE ", "no"])
 POOLS = st.sampled_from([None, "p30", "p90.9", "absurd"])
 RACE = st.sampled_from([None, None, "job running", "protect", "assign", "status gone", "raise limit"])
 INSTANCE = st.tuples(st.sampled_from(KINDS), PROTECT, POOLS, st.integers(min_value=0, max_value=600), RACE)
-_CLIENTS: dict[str, object] = {}
 
 
 def _untouchable(tags, jobs, pools) -> bool:
@@ -209,13 +208,7 @@ def _untouchable(tags, jobs, pools) -> bool:
 @hsettings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fleet=st.lists(INSTANCE, min_size=1, max_size=7))
 def test_no_protected_busy_or_uncertain_instance_is_ever_terminated(moto_url, fleet):
-    from sandbox.deploy import deploy_stack
-    from sandbox.server import reset_moto
-
-    reset_moto(moto_url)
-    aws = _CLIENTS.setdefault("aws", load_aws_clients())
-    settings = load_settings()
-    deploy_stack(aws.client("cloudformation"), aws.dynamodb)
+    aws, settings = redeployed(moto_url)
     pools = {"p30": "30", "p90.9": "90.9", "absurd": "1E+13"}
     for name, raw in pools.items():
         aws.dynamodb.put_item(TableName=settings.pools_table, Item={

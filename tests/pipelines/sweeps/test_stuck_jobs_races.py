@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from pipelines.sweeps import rules, stuck_jobs as sj
-from resources import add_client_observer, load_aws_clients, load_settings
+from resources import add_client_observer, load_aws_clients
 from sandbox.backdate import set_instance_states
-from tests.builders import get_job, iso_minutes_ago, launch, put_job
+from tests.builders import get_job, iso_minutes_ago, launch, put_job, redeployed
 from tests.metadata import column
 
 UNKNOWN = "i-0123456789abcdef0"
@@ -145,7 +145,6 @@ STATUS = st.sampled_from(["running", "running", "running", "completed", "interru
 STARTED = st.sampled_from(["old", "old", "young", "absurd", "missing"])
 RACE = st.sampled_from([None, None, "complete", "restart", "runner back", "lose status", "complete late"])
 JOB = st.tuples(STATUS, STARTED, RUNNER, RACE)
-_CLIENTS: dict[str, object] = {}
 
 
 def _runner_gone(aws, instance_id) -> bool:
@@ -160,13 +159,7 @@ def _runner_gone(aws, instance_id) -> bool:
 @hsettings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(jobs=st.lists(JOB, min_size=1, max_size=8))
 def test_a_job_is_interrupted_only_if_at_act_time_it_was_running_and_its_runner_gone(moto_url, jobs):
-    from sandbox.deploy import deploy_stack
-    from sandbox.server import reset_moto
-
-    reset_moto(moto_url)
-    aws = _CLIENTS.setdefault("aws", load_aws_clients())
-    settings = load_settings()
-    deploy_stack(aws.client("cloudformation"), aws.dynamodb)
+    aws, settings = redeployed(moto_url)
     region = aws.ec2.meta.region_name
     live = launch(aws, 10, pool="p")
     after_plan, before_update = [], []
