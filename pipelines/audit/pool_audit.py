@@ -51,7 +51,7 @@ from dagster import (
 )
 
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
-from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, object_link, parse_iso
+from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, object_link, parse_iso, utc
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -116,7 +116,7 @@ def list_managed_instances(ec2: Any) -> list[ManagedInstance]:
                     pool=tags.get(POOL_TAG, "").strip() or NO_POOL_TAG,
                     state=instance["State"]["Name"],
                     instance_type=instance.get("InstanceType", ""),
-                    launch_time=_utc(instance["LaunchTime"]),
+                    launch_time=utc(instance["LaunchTime"]),
                     job_id=job_id,
                 ))
     return found
@@ -164,7 +164,7 @@ def build_inventory(
     instances: Sequence[ManagedInstance], pools: Mapping[str, PoolRecord], running_jobs: set[str], now: datetime
 ) -> pd.DataFrame:
     """One row per pool: every pool of the table (zeros when empty) and every pool tag seen on an instance."""
-    now = _utc(now)
+    now = utc(now)
     counts: dict[str, dict[str, float]] = defaultdict(
         lambda: {"running": 0, "stopped": 0, "assigned": 0, "instance_hours": 0.0}
     )
@@ -282,7 +282,7 @@ def report_csv(report: pd.DataFrame, totals: Mapping[str, Any]) -> bytes:
 
 
 def report_key(as_of: datetime) -> str:
-    return f"reports/pool_cost/date={_utc(as_of):%Y-%m-%d}/pool_cost.csv"
+    return f"reports/pool_cost/date={utc(as_of):%Y-%m-%d}/pool_cost.csv"
 
 
 # Cost columns first after the pool's name: they are what the operator opens the report for.
@@ -504,10 +504,6 @@ def pool_cost_report(
 
 
 # --- small helpers --------------------------------------------------------------------------
-
-
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def _number(attribute: Mapping[str, str] | None) -> float | None:

@@ -40,10 +40,14 @@ def parse_runner_queue_name(name: str, prefix: str) -> tuple[str, str] | None:
     return None
 
 
+def utc(when: datetime) -> datetime:
+    """An aware UTC time (a naive one, as some stand-ins answer, is taken as UTC)."""
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
 def iso(when: datetime) -> str:
     """The contract's time format, e.g. 2026-11-22T10:05:14Z (a naive time is taken as UTC)."""
-    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
-    return when.astimezone(timezone.utc).strftime(TIME_FORMAT)
+    return utc(when).strftime(TIME_FORMAT)
 
 
 def parse_iso(value: str) -> datetime:

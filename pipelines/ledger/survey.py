@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from pipelines.audit.pool_audit import PoolRecord, read_pools
 from pipelines.common.aws import chunks, error_code, queue_name
-from pipelines.common.contract import MANAGED_TAG, POOL_TAG, QUEUE_GONE_CODES, parse_iso, parse_runner_queue_name
+from pipelines.common.contract import MANAGED_TAG, POOL_TAG, QUEUE_GONE_CODES, parse_iso, parse_runner_queue_name, utc
 from pipelines.ledger.rules import (
     Fleet, InstanceSeen, JobSeen, ParameterSeen, QueueSeen, TaskSeen, TrackingSeen, present,
 )
@@ -69,10 +69,6 @@ def _pages(calls: Counter[str], name: str, pages: Any) -> Iterator[dict[str, Any
         yield page
 
 
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
-
-
 def read_instances(ec2: Any, calls: Counter[str]) -> dict[str, InstanceSeen]:
     """Every managed instance in any state (terminated ones stay visible about an hour)."""
     found: dict[str, InstanceSeen] = {}
@@ -84,7 +80,7 @@ def read_instances(ec2: Any, calls: Counter[str]) -> dict[str, InstanceSeen]:
                 tags = tags_of(raw)
                 state = raw.get("State", {}).get("Name", "")
                 found[raw["InstanceId"]] = InstanceSeen(
-                    runner_id=raw["InstanceId"], state=state, launched=_utc(raw["LaunchTime"]),
+                    runner_id=raw["InstanceId"], state=state, launched=utc(raw["LaunchTime"]),
                     pool=(tags.get(POOL_TAG) or "").strip() or None, instance_type=raw.get("InstanceType", ""),
                     tags=tags, ended_at=transition_time(raw) if state in ("shutting-down", "terminated") else None)
     return found
@@ -106,8 +102,8 @@ def read_tasks(ecs: Any, cluster: str, calls: Counter[str]) -> dict[str, TaskSee
             started = task.get("startedAt") or task.get("createdAt")
             stopped = task.get("stoppedAt") or task.get("executionStoppedAt")
             found[task_id] = TaskSeen(task_id, task.get("lastStatus", ""),
-                                      _utc(started) if isinstance(started, datetime) else None,
-                                      _utc(stopped) if isinstance(stopped, datetime) else None)
+                                      utc(started) if isinstance(started, datetime) else None,
+                                      utc(stopped) if isinstance(stopped, datetime) else None)
     return found
 
 
@@ -124,7 +120,7 @@ def read_parameters(ssm: Any, prefix: str, calls: Counter[str]) -> tuple[dict[st
             tiers[tier] += 1
             runner_id = runner_id_of(raw["Name"], prefix)
             if runner_id is not None:
-                found[runner_id] = ParameterSeen(raw["Name"], runner_id, _utc(raw["LastModifiedDate"]), tier)
+                found[runner_id] = ParameterSeen(raw["Name"], runner_id, utc(raw["LastModifiedDate"]), tier)
     return found, tiers
 
 
