@@ -28,6 +28,15 @@ QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueD
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
+# A runner id becomes part of an SSM parameter name and three queue names, so it must be a plain
+# token: no '/', no spaces. EC2 ids (i-0abc…) and ECS task ids (hex) both fit. SQS names allow 80
+# characters; the longest prefix ("…-output-") leaves room for 64.
+_RUNNER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+JOB_ID_MAX = 256  # a job id is a table key and is logged: the longest one accepted
+
+# A time as a message gives it: ISO 8601 in UTC (``Z`` or a zero offset), ASCII digits only.
+_UTC_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]00:00)")
+
 
 def parse_runner_queue_name(name: str, prefix: str) -> tuple[str, str] | None:
     """``{prefix}{kind}-{runner-id}`` → (kind, runner_id); None for any other queue under the prefix."""
@@ -69,10 +78,35 @@ def parse_day(raw: str) -> date:
         raise ValueError("is not a real date") from None
 
 
+def is_runner_id(text: str) -> bool:
+    """A plain token fit for a runner's parameter and queue names: letters, digits, '-' or '_', at most 64."""
+    return _RUNNER_ID.fullmatch(text) is not None
+
+
+def parse_utc_time(value: str) -> datetime:
+    """A message's time, strictly: the shape ``2026-11-22T10:05:14Z`` (a fraction and ``+00:00`` allowed)
+    and a real instant; raises ValueError otherwise."""
+    if not _UTC_TIME.fullmatch(value):
+        raise ValueError("is not an ISO 8601 UTC time")
+    return parse_iso(value)
+
+
+def _hidden(c: str) -> bool:
+    # Control, format, separator or surrogate: a newline forges a log line, a lone surrogate cannot be
+    # written as UTF-8, a right-to-left mark hides what is shown.
+    return unicodedata.category(c)[0] in "CZ"
+
+
+def plain_token(text: str) -> bool:
+    """One visible token (an id that is logged and used as a key): no space, control, format, separator
+    or surrogate character."""
+    return not any(_hidden(c) for c in text)
+
+
 def loggable(text: str, limit: int) -> str:
     """Outside text, safe on one log line: at most ``limit`` characters, and every control, format,
     separator or surrogate character (a newline would forge a log line) shown as '?'."""
-    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else "?" for c in text[:limit])
+    return "".join(c if c == " " or not _hidden(c) else "?" for c in text[:limit])
 
 
 def md_cell(text: object) -> str:
