@@ -120,9 +120,12 @@ StopReason = Annotated[str | None, _text(256, empty_is_absent=False)]
 StopTime = Annotated[str | None, BeforeValidator(_time_or_none)]
 
 
-class _Message(BaseModel):
+class _Strict(BaseModel):
+    # No coercion; fields the contract does not name are ignored, as it says.
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
+
+class _Message(_Strict):
     correlation_id: CorrelationId = None
 
 
@@ -166,10 +169,8 @@ def _task_arn(value: str) -> str:
     return value
 
 
-class EcsTaskDetail(BaseModel):
+class EcsTaskDetail(_Strict):
     """The event's ``detail``: the task, its cluster and its state."""
-
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     task_arn: Annotated[str, AfterValidator(_task_arn)] = Field(alias="taskArn")
     # The task's cluster: clusterArn's, else the long task ARN format's (task/CLUSTER/ID).
