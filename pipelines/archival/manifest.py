@@ -8,7 +8,6 @@ runs of one day can never silently overwrite each other's view of the archive.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipelines.archival.parts import ArchiveConflict, ArchiveVerificationError, PartInfo, day_prefix, s3_uri
+from pipelines.archival.parts import (
+    ArchiveVerificationError,
+    PartInfo,
+    day_prefix,
+    put_unless_changed,
+    s3_uri,
+)
 from pipelines.archival.records import earliest, latest
 from pipelines.common.aws import error_code
 
@@ -89,17 +94,11 @@ def write_manifest(s3: Any, bucket: str, manifest: Manifest, *, run_id: str, upd
     key = manifest_key(manifest.day)
     body = json.dumps(manifest.to_json(run_id, updated_at), indent=1, sort_keys=True).encode()
     condition = {"IfMatch": manifest.etag} if manifest.etag else {"IfNoneMatch": "*"}
-    try:
-        response = s3.put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType="application/json",
-            ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(), **condition,
-        )
-    except ClientError as error:
-        if error_code(error) in {"PreconditionFailed", "ConditionalRequestConflict"}:
-            raise ArchiveConflict(
-                f"{s3_uri(bucket, key)} changed since this run read it: another run archived this day meanwhile. "
-                f"Nothing was deleted; re-run to verify and finish."
-            ) from error
-        raise
+    response = put_unless_changed(
+        s3, Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+        body_sha256=hashlib.sha256(body).digest(), **condition,
+        conflict=(f"{s3_uri(bucket, key)} changed since this run read it: another run archived this day meanwhile. "
+                  f"Nothing was deleted; re-run to verify and finish."),
+    )
     manifest.etag = response.get("ETag")
     return key

@@ -27,12 +27,27 @@ from pipelines.common.aws import error_code
 from pipelines.common.message_archive import ArchiveVerificationError  # noqa: F401 - one error for every archive
 
 ARCHIVE_ROOT = "jobs"
-PART_NAME = re.compile(r"part-(\d{5,})\.jsonl\.gz\Z")
+PART_NAME = re.compile(r"part-([0-9]{5,})\.jsonl\.gz")  # the whole object name, ASCII digits
 READ_CHUNK = 1024 * 1024
 
 
 class ArchiveConflict(RuntimeError):
     """Another writer changed this day's archive while this run was writing it; nothing was deleted."""
+
+
+# What S3 answers a conditional PutObject (If-None-Match / If-Match) that another writer got to first.
+LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def put_unless_changed(s3: Any, *, conflict: str, body_sha256: bytes, **put: Any) -> dict[str, Any]:
+    """One conditional PutObject (``put`` holds its If-None-Match or If-Match), checked by S3 against
+    ``body_sha256``; losing the race to another writer raises ``ArchiveConflict(conflict)``."""
+    try:
+        return s3.put_object(ChecksumSHA256=base64.b64encode(body_sha256).decode(), **put)
+    except ClientError as error:
+        if error_code(error) in LOST_RACE_CODES:
+            raise ArchiveConflict(conflict) from error
+        raise
 
 
 def day_prefix(day: date) -> str:
@@ -44,7 +59,7 @@ def part_key(day: date, number: int) -> str:
 
 
 def part_number(key: str) -> int | None:
-    match = PART_NAME.search(key.rsplit("/", 1)[-1])
+    match = PART_NAME.fullmatch(key.rsplit("/", 1)[-1])
     return int(match.group(1)) if match else None
 
 
@@ -128,19 +143,12 @@ def upload_part(
 ) -> PartInfo:
     """Upload a finished part in one PutObject; S3 checks the SHA-256 and refuses to overwrite an existing key."""
     digest, size = writer.finish()
-    try:
-        s3.put_object(
-            Bucket=bucket, Key=key, Body=writer.file, ContentType="application/gzip",
-            ChecksumSHA256=base64.b64encode(digest).decode(), IfNoneMatch="*",
-            Metadata={"run-id": run_id, "records": str(writer.records), "sha256": digest.hex()},
-        )
-    except ClientError as error:
-        if error_code(error) in {"PreconditionFailed", "ConditionalRequestConflict"}:
-            raise ArchiveConflict(
-                f"{s3_uri(bucket, key)} appeared while this run was writing it: another run is archiving "
-                f"this day. Nothing was deleted; re-run once that run has finished."
-            ) from error
-        raise
+    put_unless_changed(
+        s3, Bucket=bucket, Key=key, Body=writer.file, ContentType="application/gzip", body_sha256=digest,
+        IfNoneMatch="*", Metadata={"run-id": run_id, "records": str(writer.records), "sha256": digest.hex()},
+        conflict=(f"{s3_uri(bucket, key)} appeared while this run was writing it: another run is archiving "
+                  f"this day. Nothing was deleted; re-run once that run has finished."),
+    )
     return PartInfo(
         key=key, records=writer.records, bytes=size, uncompressed_bytes=writer.uncompressed_bytes,
         sha256=digest.hex(), min_completed_at=writer.min_completed_at, max_completed_at=writer.max_completed_at,
