@@ -107,16 +107,16 @@ def expected_costs(hours_up):
     """The report, by hand. ``hours_up`` maps (pool) -> list of running hours."""
     small_h, large_h, storage_h, ghost_h = (sum(hours_up[p]) for p in ("small", "large", "storage", "ghost"))
     return {
-        "small": {"running": 4, "stopped": 2, "assigned": 2, "idle": 2, "rate": 0.0416, "source": "price table",
+        "small": {"running": 4, "stopped": 2, "assigned": 2, "idle": 2, "rate": 0.0416, "source": "shipped-csv",
                   "compute": 0.0416 * small_h, "idle_cost": 2 * 30 * GB_MONTH, "util": 2 / 6},
-        "large": {"running": 2, "stopped": 1, "assigned": 1, "idle": 1, "rate": 0.30, "source": "pool override",
+        "large": {"running": 2, "stopped": 1, "assigned": 1, "idle": 1, "rate": 0.30, "source": "pools-table override",
                   "compute": 0.30 * large_h, "idle_cost": 1 * 100 * GB_MONTH, "util": 1 / 3},
         "storage": {"running": 1, "stopped": 0, "assigned": 1, "idle": 0, "rate": None, "source": "unknown",
                     "compute": None, "idle_cost": 0.0, "util": 1.0},
-        "empty": {"running": 0, "stopped": 0, "assigned": 0, "idle": 0, "rate": 0.0208, "source": "price table",
+        "empty": {"running": 0, "stopped": 0, "assigned": 0, "idle": 0, "rate": 0.0208, "source": "shipped-csv",
                   "compute": 0.0, "idle_cost": 0.0, "util": None},
         # not in the table: its instances say t3.medium; no ebs_gb, so a stopped one's idle cost is unknown
-        "ghost": {"running": 1, "stopped": 1, "assigned": 0, "idle": 1, "rate": 0.0416, "source": "price table",
+        "ghost": {"running": 1, "stopped": 1, "assigned": 0, "idle": 1, "rate": 0.0416, "source": "shipped-csv",
                   "compute": 0.0416 * ghost_h, "idle_cost": None, "util": 0.0},
     }
 
