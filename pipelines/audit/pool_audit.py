@@ -364,42 +364,56 @@ def inventory_table(inventory: pd.DataFrame) -> TableMetadataValue:
     } for rec in inventory.to_dict("records")))
 
 
+CHART_WIDTH_INCHES, CHART_DPI = 9.0, 80  # 720 px wide: beside the metadata list without scrolling
+
+
 def render_chart(report: pd.DataFrame) -> bytes:
-    """A PNG bar chart: compute cost (unknown hatched at 0) and utilisation, by pool."""
+    """A PNG of three bar panels by pool, side by side: compute cost so far, idle cost per hour, utilisation.
+
+    Each bar is labelled with its value; an unknown cost is a hatched empty bar labelled
+    "unknown" (never 0). 720 px wide, about 22 px a pool: readable at the size the UI shows it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a Dagster worker
     from matplotlib import pyplot as plt
 
     pools = report["pool"].tolist()
-    cost = report["compute_cost_usd"].tolist()
-    util = report["utilisation"].tolist()
-    height = max(2.5, 0.3 * len(pools) + 1.2)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True, dpi=80)
-    try:
-        positions = list(range(len(pools)))
-        known_cost = [c if _known(c) else 0.0 for c in cost]
-        bars = left.barh(positions, known_cost, color="#4f6fa8")
-        for bar, value in zip(bars, cost):
-            if not _known(value):
-                bar.set_hatch("//")
-                left.annotate("unknown", (0, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
-        left.set_yticks(positions, pools)
-        left.invert_yaxis()
-        left.set_xlabel("compute cost so far (USD)")
-        ubars = right.barh(positions, [u * 100 if _known(u) else 0.0 for u in util], color="#5a9e6f")
-        for bar, value in zip(ubars, util):
-            if not _known(value):
-                right.annotate("n/a", (0, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
-        right.set_xlim(0, 100)
-        right.set_xlabel("utilisation (%)")
-        fig.suptitle("Cost and utilisation by pool")
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+    height = max(2.2, 0.28 * len(pools) + 1.1)
+    panels = (
+        ("compute cost so far ($)", report["compute_cost_usd"].tolist(), "#4f6fa8", lambda v: f"${v:,.2f}"),
+        ("idle cost ($/h)", report["idle_cost_usd_per_hour"].tolist(), "#c07a3a", lambda v: f"${v:,.3f}"),
+        ("utilisation (%)", [u * 100 if _known(u) else math.nan for u in report["utilisation"]], "#5a9e6f",
+         lambda v: f"{v:.0f} %"),
+    )
+    with plt.rc_context({"font.size": 8}):
+        fig, axes = plt.subplots(1, 3, figsize=(CHART_WIDTH_INCHES, height), sharey=True, dpi=CHART_DPI)
+        try:
+            positions = list(range(len(pools)))
+            for axis, (label, values, color, fmt) in zip(axes, panels):
+                known = [v if _known(v) else 0.0 for v in values]
+                bars = axis.barh(positions, known, color=color, height=0.7)
+                top = max(known, default=0.0) or 1.0
+                for bar, value in zip(bars, values):
+                    y = bar.get_y() + bar.get_height() / 2
+                    if _known(value):
+                        axis.annotate(fmt(value), (bar.get_width() + top * 0.02, y), va="center", fontsize=7)
+                    else:
+                        bar.set_hatch("//")
+                        axis.annotate("unknown" if "cost" in label else "n/a", (top * 0.02, y), va="center",
+                                      fontsize=7)
+                axis.set_xlim(0, 100 if "%" in label else top * 1.35)
+                axis.set_xlabel(label)
+                axis.tick_params(axis="x", labelsize=7)
+            axes[0].set_yticks(positions, pools)
+            axes[0].invert_yaxis()
+            fig.suptitle("Cost and utilisation by pool", fontsize=9)
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png")
+            return buffer.getvalue()
+        finally:
+            plt.close(fig)
 
 
 def cost_metrics(report: pd.DataFrame) -> list[Metric]:
@@ -552,7 +566,7 @@ def pool_cost_report(
     yield Output(report, metadata={
         "as_of": iso(as_of),
         "report": report_table(report, totals),
-        "chart": MetadataValue.md(f"![cost and utilisation by pool](data:image/png;base64,{chart})"),
+        "chart": MetadataValue.md(f"![compute cost, idle cost and utilisation by pool](data:image/png;base64,{chart})"),
         # The s3:// form for the CLI, and a link that opens in a browser.
         "csv": MetadataValue.text(f"s3://{settings.archive_bucket}/{key}"),
         "csv_link": _link(object_link(settings.archive_bucket, key, aws.s3.meta.region_name,

@@ -20,6 +20,7 @@ import math
 import os
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, FloatMetadataValue, materialize
 
@@ -320,3 +321,18 @@ def test_cost_report_checks_warn_naming_unpriced_and_unknown_pools(aws, settings
     priced = checks[pool_audit.CHECK_PRICES]
     # i3.large is not in the shipped price table and the storage pool sets no hourly_price_usd.
     assert not priced.passed and priced.metadata["pools"].value == ["storage"] and "storage" in priced.description
+
+
+def test_chart_shows_idle_cost_beside_compute_cost_and_fits_beside_the_metadata():
+    import struct
+
+    report = pd.DataFrame({"pool": ["small", "large", "storage"], "compute_cost_usd": [1.5, 12.0, math.nan],
+                           "idle_cost_usd_per_hour": [0.01, 0.0, math.nan], "utilisation": [0.5, 1.0, math.nan]})
+    png = pool_audit.render_chart(report)
+    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR
+    assert (width, height) == (720, 176)  # 720 px wide, about 22 px a pool: no scrolling to read it
+    # Idle cost is drawn: another idle cost gives another picture, the same one the same picture.
+    assert pool_audit.render_chart(report) == png
+    assert pool_audit.render_chart(report.assign(idle_cost_usd_per_hour=[0.5, 0.0, math.nan])) != png
+    many = pd.concat([report] * 10, ignore_index=True).assign(pool=[f"p{n}" for n in range(30)])
+    assert struct.unpack(">II", pool_audit.render_chart(many)[16:24])[1] <= 30 * 23 + 90
