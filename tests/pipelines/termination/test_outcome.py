@@ -131,8 +131,11 @@ def test_a_message_on_its_last_receive_fails_the_run_after_the_rest_is_deleted(a
     assert [e.node_name for e in failures] == ["report_drain_outcome"]
     error = failures[0].event_specific_data.error
     assert "1 termination message(s) failed on their last receive and go to the DLQ" in error.message
-    listed = failures[0].event_specific_data.user_failure_data.metadata["dlq_messages"].value
-    assert bad in listed and "missing required field(s): job_id" in listed and "| 3 |" in listed
+    from tests.metadata import rows
+
+    (listed,) = rows(failures[0].event_specific_data.user_failure_data.metadata["dlq_messages"].value)
+    assert listed["message id"] == bad and "missing required field(s): job_id" in listed["reason"]
+    assert listed["receive"] == 3
     assert SECRET not in json.dumps([str(e) for e in instance.all_logs(result.run_id)])
 
     # A failed drain does not hold the sensor back: once the message is visible, it asks again.
