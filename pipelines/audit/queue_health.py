@@ -17,7 +17,8 @@ a source queue by its visible depth, its DLQ's depth and its oldest age (per-run
 have their own, longer age thresholds: their messages wait for the job to end); a DLQ by
 its own depth. Three asset checks judge the whole: DLQ depth, oldest message age, and depth
 growth since the previous materialization (read from the Dagster instance); `WARN` when the
-worst is degraded, `ERROR` when unhealthy.
+worst is degraded, `ERROR` when unhealthy. Two more carry the alert thresholds, DLQ rate and
+retry rate over a stated window (``queue_alerts.py``).
 """
 
 
@@ -610,7 +611,8 @@ def queue_health(
 
     Covers the termination and housekeeping queues, their DLQs and all per-runner queues; one
     GetQueueAttributes per queue, ages from CloudWatch for queues that hold messages. Publishes
-    QueueDepth and DLQDepth; the asset checks turn the UI red on DLQ depth, age or growth.
+    QueueDepth and DLQDepth; the asset checks turn the UI red on DLQ depth, age or growth, and on the alert
+    thresholds: DLQ rate and retry rate of the fleet queues over the alert window (AWS/SQS metrics).
     """
     thresholds = config.thresholds()
     now = datetime.now(timezone.utc).replace(microsecond=0)
