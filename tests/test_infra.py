@@ -82,6 +82,8 @@ def test_policy_is_scoped():
                 "cloudwatch:GetMetricData",
                 # the ledger's task listing: authorised on container instances, narrowed by ecs:cluster below.
                 "ecs:ListTasks",
+                # the cost report's rates: neither has resource-level permissions.
+                "pricing:GetProducts", "ec2:DescribeSpotPriceHistory",
             }, statement["Sid"]
     (terminate,) = [s for s in statements if "ec2:TerminateInstances" in s["Action"]]
     assert terminate["Condition"] == {"StringEquals": {"ec2:ResourceTag/runs-fleet:managed": "true"}}

@@ -8,7 +8,9 @@ lookup job in ``locate``; the
 
 from dagster import Definitions
 
-from pipelines.archival.jobs import archive_old_jobs, archive_old_jobs_daily, job_archive, restore_archived_jobs
+from pipelines.archival.jobs import (
+    archive_old_jobs, archive_old_jobs_daily, archived_days_on_time, job_archive, restore_archived_jobs,
+)
 from pipelines.archival.locate import locate_job
 from pipelines.archival.requests import REQUESTS
 
@@ -18,6 +20,7 @@ defs = Definitions(
     jobs=JOBS,
     schedules=[archive_old_jobs_daily],
     assets=[job_archive],
+    asset_checks=[archived_days_on_time],
 )
 
 __all__ = ["JOBS", "REQUESTS", "defs"]

@@ -4,21 +4,25 @@ Thin by design: each op reads config and resources, calls ``archive_day`` / ``re
 and turns the result into logs, metadata, a metric and an ``job_archive`` materialization.
 """
 
+import os
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation, AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetKey,
     AssetMaterialization, AssetSpec, Config, DailyPartitionsDefinition, DefaultScheduleStatus, MetadataValue,
     OpExecutionContext, Output, RunRequest, ScheduleEvaluationContext, SkipReason, in_process_executor, job, op,
-    schedule,
+    asset_check, schedule,
 )
 from pydantic import Field
 
 from pipelines.archival.archive import DEFAULT_PART_MAX_BYTES, DayArchiveResult, archive_day
+from pipelines.archival.freshness import archived_at, judge
 from pipelines.archival.restore import restore_day
 from pipelines.archival.start import archive_start
 from pipelines.common.aws import Metric, put_metrics
+from pipelines.common.contract import object_link
 from pipelines.common.safety import is_dry_run
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
@@ -29,7 +33,10 @@ ARCHIVE_AFTER_DAYS = 7  # the schedule archives the day this many days back
 JOB_ARCHIVE_ASSET = "job_archive"
 JOB_WHY_COLUMNS = [column("job id"), column("why")]
 JOB_COLUMNS = [column("job id")]
-PART_COLUMNS = [column("part", description="s3:// URI of one gzip JSON Lines part of the day")]
+PART_COLUMNS = [column("part", description="s3:// URI of one gzip JSON Lines part of the day (for the CLI)"),
+                column("open", description="the AWS console's object page (region-aware); against a local "
+                       "stand-in, the command that prints the object")]
+CHECK_ON_TIME = "archived_days_on_time"
 
 # One partition per UTC day of completed_at. end_offset=0: the newest partition is yesterday,
 # since today's records are still finishing.
@@ -46,6 +53,37 @@ job_archive = AssetSpec(
         "Materialized by each run of archive_old_jobs."
     ),
 )
+
+
+def _console(uri: str, region: str | None) -> str:
+    """Where a person opens ``s3://bucket/key`` (pipelines.common.contract.object_link)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return object_link(bucket, key, region, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _link(target: str) -> MetadataValue:
+    return MetadataValue.url(target) if target.startswith("https://") else MetadataValue.text(target)
+
+
+def on_time_verdict(instance: Any, now: datetime, just_archived: str | None = None):
+    """The per-day freshness verdict of job_archive (pipelines/archival/freshness.py) at ``now``."""
+    archived = archived_at(instance, AssetKey(JOB_ARCHIVE_ASSET))
+    if just_archived:
+        archived.setdefault(just_archived, now)  # this run's materialization is stored after the op yields
+    days = job_archive_partitions.get_partition_keys(current_time=now)
+    return judge(days, archived, now, ARCHIVE_AFTER_DAYS)
+
+
+@asset_check(asset=JOB_ARCHIVE_ASSET, name=CHECK_ON_TIME, description=(
+    "Per-day freshness of the archive (Dagster's freshness policies judge the asset as a whole): WARN naming "
+    "each day still not archived a day after it was due (D+7 d 02:00 UTC), and each day archived a day or more "
+    "late this week. Also evaluated by every archive_old_jobs run."))
+def archived_days_on_time(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    """Name the archive's missing and late days (reads the Dagster instance only; no AWS call)."""
+    verdict = on_time_verdict(context.instance, datetime.now(timezone.utc))
+    context.log.info(f"{CHECK_ON_TIME}: {verdict.description}")
+    return AssetCheckResult(passed=verdict.passed, severity=AssetCheckSeverity.WARN, description=verdict.description,
+                            metadata=verdict.metadata(ARCHIVE_AFTER_DAYS))
 
 
 def archive_day_for(moment: datetime) -> date:
@@ -146,6 +184,7 @@ def archive_job_records_for_day(
     metadata = _archive_metadata(result)
     metadata["dry_run"] = dry_run
     if not dry_run:
+        region = aws.s3.meta.region_name
         put_metrics(aws.cloudwatch, settings.metrics_namespace, [Metric("JobRecordsArchived", result.deleted)])
         yield AssetMaterialization(
             asset_key=JOB_ARCHIVE_ASSET,
@@ -158,12 +197,22 @@ def archive_job_records_for_day(
                 "records_archived_now": result.newly_archived,
                 "records_deleted": result.deleted,
                 "manifest": MetadataValue.text(result.manifest_uri or "none (no records for this day)"),
-                "s3_uris": table(PART_COLUMNS, ({"part": uri} for uri in result.part_uris)),
+                **({"manifest_link": _link(_console(result.manifest_uri, region))} if result.manifest_uri else {}),
+                "s3_uris": table(PART_COLUMNS, ({"part": uri, "open": _console(uri, region)}
+                                                for uri in result.part_uris)),
                 # The job index of the day: find any job of it with locate_archived_job.
                 "index_entries": result.index_entries,
                 "index_objects": result.index_objects,
                 "run_id": context.run_id,
             },
+        )
+        verdict = on_time_verdict(context.instance, datetime.now(timezone.utc), context.partition_key)
+        if not verdict.passed:
+            context.log.warning(f"{CHECK_ON_TIME}: {verdict.description}")
+        yield AssetCheckEvaluation(
+            asset_key=AssetKey(JOB_ARCHIVE_ASSET), check_name=CHECK_ON_TIME, passed=verdict.passed,
+            severity=AssetCheckSeverity.WARN, description=verdict.description,
+            metadata=verdict.metadata(ARCHIVE_AFTER_DAYS),
         )
     yield Output(
         {"day": day.isoformat(), "archived": result.newly_archived, "deleted": result.deleted, "dry_run": dry_run},

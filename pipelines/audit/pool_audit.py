@@ -17,9 +17,10 @@ Definitions (shared/fleet-contract.md, "pool audit"):
 - **compute cost** (USD) = running × hourly rate × uptime hours, where uptime hours is the
   mean time since `LaunchTime` of the pool's running instances at the audit's `as_of` —
   i.e. hourly rate × the sum of their instance-hours: what the instances running now have
-  cost so far. The rate is the pool's `hourly_price_usd` if set, else the shipped on-demand
-  table (`prices.csv`); a type in neither is **unknown** (NaN), never 0. A pool with no
-  running instance costs exactly 0 whatever its rate.
+  cost so far. On-demand and spot instances (`InstanceLifecycle` = `spot`) each have their
+  rate: which source gives it (the pool's `hourly_price_usd`, the AWS Price List, the spot
+  price history, the shipped `prices.csv`) is `pricing.select_rates`; a rate nobody gives
+  is **unknown** (NaN), never 0. A pool with no running instance costs exactly 0.
 - **utilisation** = assigned ÷ (running + stopped); a pool with no instances has none (NaN).
 """
 
@@ -50,6 +51,8 @@ from dagster import (
     asset,
 )
 
+from pipelines.audit.price_sources import fetch_on_demand, fetch_spot
+from pipelines.audit.pricing import SHIPPED_CSV, select_rates
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
 from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, object_link, parse_iso, utc
 from pipelines.common.tables import column, table
@@ -66,12 +69,12 @@ REPORT_GROUP = "pool_audit"
 
 INVENTORY_COLUMNS = [
     "pool", "in_pools_table", "instance_type", "ebs_gb", "hourly_price_usd", "running", "stopped", "idle",
-    "assigned", "instance_hours", "as_of",
+    "assigned", "instance_hours", "spot_running", "spot_instance_hours", "as_of",
 ]
 REPORT_COLUMNS = [
     "pool", "in_pools_table", "instance_type", "running", "stopped", "idle", "assigned", "hourly_rate_usd",
     "price_source", "ebs_gb", "instance_hours", "mean_uptime_hours", "idle_cost_usd_per_hour", "compute_cost_usd",
-    "utilisation",
+    "utilisation", "spot_running", "spot_rate_usd",
 ]
 
 
@@ -86,6 +89,7 @@ class ManagedInstance:
     instance_type: str
     launch_time: datetime
     job_id: str | None  # the job-id tag, None when absent or empty
+    lifecycle: str = "on-demand"  # EC2's InstanceLifecycle: "spot" for spot instances (AWS omits it on-demand)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def list_managed_instances(ec2: Any) -> list[ManagedInstance]:
                     instance_type=instance.get("InstanceType", ""),
                     launch_time=utc(instance["LaunchTime"]),
                     job_id=job_id,
+                    lifecycle=instance.get("InstanceLifecycle") or "on-demand",
                 ))
     return found
 
@@ -165,16 +170,20 @@ def build_inventory(
 ) -> pd.DataFrame:
     """One row per pool: every pool of the table (zeros when empty) and every pool tag seen on an instance."""
     now = utc(now)
-    counts: dict[str, dict[str, float]] = defaultdict(
-        lambda: {"running": 0, "stopped": 0, "assigned": 0, "instance_hours": 0.0}
-    )
+    empty = {"running": 0, "stopped": 0, "assigned": 0, "instance_hours": 0.0, "spot_running": 0,
+             "spot_instance_hours": 0.0}
+    counts: dict[str, dict[str, float]] = defaultdict(lambda: dict(empty))
     seen_types: dict[str, set[str]] = defaultdict(set)
     for instance in instances:
         row = counts[instance.pool]
         seen_types[instance.pool].add(instance.instance_type)
         if instance.state == "running":
+            hours = max(0.0, (now - instance.launch_time).total_seconds()) / 3600
             row["running"] += 1
-            row["instance_hours"] += max(0.0, (now - instance.launch_time).total_seconds()) / 3600
+            row["instance_hours"] += hours
+            if instance.lifecycle == "spot":
+                row["spot_running"] += 1
+                row["spot_instance_hours"] += hours
             if instance.job_id is not None and instance.job_id in running_jobs:
                 row["assigned"] += 1
         elif instance.state == "stopped":
@@ -182,7 +191,7 @@ def build_inventory(
     rows = []
     for name in sorted(set(pools) | set(counts)):
         pool = pools.get(name)
-        c = counts.get(name) or {"running": 0, "stopped": 0, "assigned": 0, "instance_hours": 0.0}
+        c = counts.get(name) or empty
         if pool is not None:
             instance_type = pool.instance_type
         else:
@@ -199,26 +208,38 @@ def build_inventory(
             "idle": int(c["running"] - c["assigned"]),
             "assigned": int(c["assigned"]),
             "instance_hours": float(c["instance_hours"]),
+            "spot_running": int(c["spot_running"]),
+            "spot_instance_hours": float(c["spot_instance_hours"]),
             "as_of": iso(now),
         })
     frame = pd.DataFrame(rows, columns=INVENTORY_COLUMNS)
-    return frame.astype({"running": "int64", "stopped": "int64", "idle": "int64", "assigned": "int64"})
+    return frame.astype({"running": "int64", "stopped": "int64", "idle": "int64", "assigned": "int64",
+                         "spot_running": "int64"})
 
 
-def cost_report(inventory: pd.DataFrame, prices: Mapping[str, float]) -> pd.DataFrame:
-    """Price the inventory per pool (see the module docstring for every formula)."""
+def cost_report(
+    inventory: pd.DataFrame, prices: Mapping[str, float], *, price_list: Mapping[str, float] | None = None,
+    spot_history: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Price the inventory per pool (see the module docstring for every formula).
+
+    ``prices`` is the shipped table; ``price_list`` (AWS Price List, on-demand) and
+    ``spot_history`` (current spot rates) are what AWS answered, by instance type.
+    """
     rows = []
     for rec in inventory.to_dict("records"):
         override = rec["hourly_price_usd"]
         instance_type = rec["instance_type"]
-        if _known(override):
-            rate, source = float(override), "pool override"
-        elif instance_type in prices:
-            rate, source = prices[instance_type], "price table"
-        else:
-            rate, source = math.nan, "unknown"
         running, stopped, assigned = int(rec["running"]), int(rec["stopped"]), int(rec["assigned"])
+        spot_running = int(rec.get("spot_running", 0))
         hours = float(rec["instance_hours"])
+        spot_hours = float(rec.get("spot_instance_hours", 0.0))
+        rates = select_rates(
+            instance_type, float(override) if _known(override) else None,
+            on_demand_running=running - spot_running, spot_running=spot_running,
+            price_list=price_list or {}, spot_history=spot_history or {}, shipped=prices,
+        )
+        rate, source = rates.on_demand, rates.source
         ebs = rec["ebs_gb"]
         if stopped == 0:
             idle_cost = 0.0
@@ -227,8 +248,8 @@ def cost_report(inventory: pd.DataFrame, prices: Mapping[str, float]) -> pd.Data
         else:
             idle_cost = math.nan
         mean_uptime = hours / running if running else 0.0
-        # running × rate × mean uptime == rate × Σ instance-hours
-        compute_cost = 0.0 if running == 0 else (rate * running * mean_uptime if _known(rate) else math.nan)
+        # running × rate × mean uptime == rate × Σ instance-hours, for on-demand and spot hours apiece
+        compute_cost = rates.compute_cost(max(0.0, hours - spot_hours), spot_hours)
         total = running + stopped
         rows.append({
             "pool": rec["pool"], "in_pools_table": bool(rec["in_pools_table"]), "instance_type": instance_type,
@@ -236,6 +257,7 @@ def cost_report(inventory: pd.DataFrame, prices: Mapping[str, float]) -> pd.Data
             "hourly_rate_usd": rate, "price_source": source, "ebs_gb": ebs, "instance_hours": hours,
             "mean_uptime_hours": mean_uptime, "idle_cost_usd_per_hour": idle_cost, "compute_cost_usd": compute_cost,
             "utilisation": assigned / total if total else math.nan,
+            "spot_running": spot_running, "spot_rate_usd": rates.spot,
         })
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
@@ -271,7 +293,8 @@ def with_fleet_row(report: pd.DataFrame, totals: Mapping[str, Any]) -> pd.DataFr
         "ebs_gb": math.nan, "instance_hours": totals["instance_hours"],
         "mean_uptime_hours": totals["instance_hours"] / totals["running"] if totals["running"] else 0.0,
         "idle_cost_usd_per_hour": totals["idle_cost_usd_per_hour"], "compute_cost_usd": totals["compute_cost_usd"],
-        "utilisation": totals["utilisation"],
+        "utilisation": totals["utilisation"], "spot_running": int(report["spot_running"].sum()),
+        "spot_rate_usd": math.nan,
     }
     return pd.concat([report, pd.DataFrame([fleet], columns=REPORT_COLUMNS)], ignore_index=True)
 
@@ -294,7 +317,10 @@ REPORT_TABLE_COLUMNS = [
     column("running", "int"), column("stopped", "int"), column("idle", "int"), column("assigned", "int"),
     column("type"),
     column("rate ($/h)", "float", "on-demand hourly rate; empty: no price for the type"),
-    column("price source", description="pool override, price table, or unknown"),
+    column("price source", description="what priced the running instances: pools-table override, price-list "
+           "(AWS Price List, on-demand), spot-history (current spot price), shipped-csv (prices.csv), or unknown"),
+    column("spot", "int", "running spot instances (InstanceLifecycle spot), included in running"),
+    column("spot rate ($/h)", "float", "the rate of its spot instances; empty: none running"),
     column("mean uptime (h)", "float"),
     column("in pools table", "bool", "false: instances carry this pool tag, the pools table has no such pool"),
 ]
@@ -321,6 +347,8 @@ def report_table(report: pd.DataFrame, totals: Mapping[str, Any]) -> TableMetada
             # A unit price, not an amount: AWS quotes it to the hundredth of a cent, and cents would be 4 % off.
             "rate ($/h)": None if fleet else _rounded(rec["hourly_rate_usd"], 4),
             "price source": rec["price_source"],
+            "spot": rec["spot_running"],
+            "spot rate ($/h)": None if fleet else _rounded(rec["spot_rate_usd"], 4),
             "mean uptime (h)": _rounded(rec["mean_uptime_hours"], 2),
             "in pools table": None if fleet else bool(rec["in_pools_table"]),
         })
@@ -336,42 +364,56 @@ def inventory_table(inventory: pd.DataFrame) -> TableMetadataValue:
     } for rec in inventory.to_dict("records")))
 
 
+CHART_WIDTH_INCHES, CHART_DPI = 9.0, 80  # 720 px wide: beside the metadata list without scrolling
+
+
 def render_chart(report: pd.DataFrame) -> bytes:
-    """A PNG bar chart: compute cost (unknown hatched at 0) and utilisation, by pool."""
+    """A PNG of three bar panels by pool, side by side: compute cost so far, idle cost per hour, utilisation.
+
+    Each bar is labelled with its value; an unknown cost is a hatched empty bar labelled
+    "unknown" (never 0). 720 px wide, about 22 px a pool: readable at the size the UI shows it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a Dagster worker
     from matplotlib import pyplot as plt
 
     pools = report["pool"].tolist()
-    cost = report["compute_cost_usd"].tolist()
-    util = report["utilisation"].tolist()
-    height = max(2.5, 0.3 * len(pools) + 1.2)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True, dpi=80)
-    try:
-        positions = list(range(len(pools)))
-        known_cost = [c if _known(c) else 0.0 for c in cost]
-        bars = left.barh(positions, known_cost, color="#4f6fa8")
-        for bar, value in zip(bars, cost):
-            if not _known(value):
-                bar.set_hatch("//")
-                left.annotate("unknown", (0, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
-        left.set_yticks(positions, pools)
-        left.invert_yaxis()
-        left.set_xlabel("compute cost so far (USD)")
-        ubars = right.barh(positions, [u * 100 if _known(u) else 0.0 for u in util], color="#5a9e6f")
-        for bar, value in zip(ubars, util):
-            if not _known(value):
-                right.annotate("n/a", (0, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
-        right.set_xlim(0, 100)
-        right.set_xlabel("utilisation (%)")
-        fig.suptitle("Cost and utilisation by pool")
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+    height = max(2.2, 0.28 * len(pools) + 1.1)
+    panels = (
+        ("compute cost so far ($)", report["compute_cost_usd"].tolist(), "#4f6fa8", lambda v: f"${v:,.2f}"),
+        ("idle cost ($/h)", report["idle_cost_usd_per_hour"].tolist(), "#c07a3a", lambda v: f"${v:,.3f}"),
+        ("utilisation (%)", [u * 100 if _known(u) else math.nan for u in report["utilisation"]], "#5a9e6f",
+         lambda v: f"{v:.0f} %"),
+    )
+    with plt.rc_context({"font.size": 8}):
+        fig, axes = plt.subplots(1, 3, figsize=(CHART_WIDTH_INCHES, height), sharey=True, dpi=CHART_DPI)
+        try:
+            positions = list(range(len(pools)))
+            for axis, (label, values, color, fmt) in zip(axes, panels):
+                known = [v if _known(v) else 0.0 for v in values]
+                bars = axis.barh(positions, known, color=color, height=0.7)
+                top = max(known, default=0.0) or 1.0
+                for bar, value in zip(bars, values):
+                    y = bar.get_y() + bar.get_height() / 2
+                    if _known(value):
+                        axis.annotate(fmt(value), (bar.get_width() + top * 0.02, y), va="center", fontsize=7)
+                    else:
+                        bar.set_hatch("//")
+                        axis.annotate("unknown" if "cost" in label else "n/a", (top * 0.02, y), va="center",
+                                      fontsize=7)
+                axis.set_xlim(0, 100 if "%" in label else top * 1.35)
+                axis.set_xlabel(label)
+                axis.tick_params(axis="x", labelsize=7)
+            axes[0].set_yticks(positions, pools)
+            axes[0].invert_yaxis()
+            fig.suptitle("Cost and utilisation by pool", fontsize=9)
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png")
+            return buffer.getvalue()
+        finally:
+            plt.close(fig)
 
 
 def cost_metrics(report: pd.DataFrame) -> list[Metric]:
@@ -426,6 +468,43 @@ def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: Fl
     })
 
 
+def aws_prices(
+    context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings, inventory: pd.DataFrame,
+    as_of: datetime,
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """What AWS says the pools' types cost: (Price List on-demand rates, current spot rates, a note per source).
+
+    Only types a pools-table override does not already price are asked. A source that cannot
+    answer is logged once, as one warning, and the report falls back to the shipped table
+    (on-demand) or the on-demand rate (spot); it never fails the report.
+    """
+    unpriced = inventory[~inventory["hourly_price_usd"].map(_known)]
+    # A pool missing from the table may show several types ("a,b"): it has no single price to ask.
+    types = {t for t in unpriced["instance_type"].dropna() if "," not in t}
+    spot = unpriced["spot_running"] if "spot_running" in unpriced else pd.Series(0, index=unpriced.index)
+    spot_types = {t for t in unpriced.loc[spot > 0, "instance_type"].dropna() if "," not in t}
+    region = aws.ec2.meta.region_name
+    notes: dict[str, str] = {}
+    listed = fetch_on_demand(aws, region, types, as_of, cache_bucket=settings.archive_bucket)
+    if listed.failure:
+        notes["price-list"] = f"unavailable ({listed.failure}); on-demand rates from {SHIPPED_CSV}"
+        context.log.warning(f"AWS Price List (pricing:GetProducts) unavailable for {region}: {listed.failure}; "
+                            f"on-demand rates come from the shipped prices.csv for this report")
+    else:
+        notes["price-list"] = (f"{len(listed.rates)} of {len(types)} type(s) priced for {region} "
+                               f"({listed.cached} from today's cache, {listed.asked} asked)")
+    context.log.info(f"price list: {notes['price-list']}")
+    spot_rates = fetch_spot(aws.ec2, spot_types, as_of)
+    if spot_rates.failure:
+        notes["spot-history"] = f"unavailable ({spot_rates.failure}); spot instances priced at the on-demand rate"
+        context.log.warning(f"EC2 spot price history (DescribeSpotPriceHistory) unavailable: {spot_rates.failure}; "
+                            "spot instances are priced at their on-demand rate (an upper bound)")
+    elif spot_types:
+        notes["spot-history"] = f"{len(spot_rates.rates)} of {len(spot_types)} spot type(s) priced"
+        context.log.info(f"spot price history: {notes['spot-history']}")
+    return listed.rates, spot_rates.rates, notes
+
+
 def report_checks(totals: Mapping[str, Any]) -> list[AssetCheckResult]:
     """The cost report's own checks: an unpriced instance type, a pool the pools table does not know (WARN)."""
     unpriced, missing = totals["pools_with_unknown_compute_cost"], totals["pools_missing_from_table"]
@@ -461,14 +540,18 @@ def pool_cost_report(
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     """Per pool: idle cost ($/h), compute cost so far ($), utilisation, plus fleet totals.
 
-    Prices from the shipped on-demand table (pipelines/audit/prices.csv) unless the pool sets
-    hourly_price_usd; an unpriced type is reported as unknown. Writes the CSV to
+    Rates: the pool's hourly_price_usd, else the AWS Price List (on-demand, the fleet's region,
+    cached daily) or, for spot instances, the current spot price history; the shipped table
+    (pipelines/audit/prices.csv) when AWS cannot answer. Column price_source says which priced
+    each pool; an unpriced type is reported as unknown. Writes the CSV to
     s3://{archive_bucket}/reports/pool_cost/date=YYYY-MM-DD/pool_cost.csv and publishes
     PoolIdleCost, PoolComputeCost and PoolUtilization (dimension Pool).
     """
-    report = cost_report(pool_inventory, load_price_table())
-    totals = fleet_totals(report)
     as_of = parse_iso(pool_inventory["as_of"].iloc[0]) if len(pool_inventory) else datetime.now(timezone.utc)
+    shipped = load_price_table()
+    price_list, spot_history, price_notes = aws_prices(context, aws, settings, pool_inventory, as_of)
+    report = cost_report(pool_inventory, shipped, price_list=price_list, spot_history=spot_history)
+    totals = fleet_totals(report)
     key = report_key(as_of)
     aws.s3.put_object(Bucket=settings.archive_bucket, Key=key, Body=report_csv(report, totals),
                       ContentType="text/csv")
@@ -483,7 +566,7 @@ def pool_cost_report(
     yield Output(report, metadata={
         "as_of": iso(as_of),
         "report": report_table(report, totals),
-        "chart": MetadataValue.md(f"![cost and utilisation by pool](data:image/png;base64,{chart})"),
+        "chart": MetadataValue.md(f"![compute cost, idle cost and utilisation by pool](data:image/png;base64,{chart})"),
         # The s3:// form for the CLI, and a link that opens in a browser.
         "csv": MetadataValue.text(f"s3://{settings.archive_bucket}/{key}"),
         "csv_link": _link(object_link(settings.archive_bucket, key, aws.s3.meta.region_name,
@@ -496,6 +579,8 @@ def pool_cost_report(
         "fleet_stopped": MetadataValue.int(totals["stopped"]),
         "fleet_idle": MetadataValue.int(totals["idle"]),
         "fleet_assigned": MetadataValue.int(totals["assigned"]),
+        "price_sources": MetadataValue.json(report["price_source"].value_counts().to_dict()),
+        "price_notes": MetadataValue.json(price_notes),
         "pools_with_unknown_compute_cost": MetadataValue.json(totals["pools_with_unknown_compute_cost"]),
         "pools_missing_from_table": MetadataValue.json(totals["pools_missing_from_table"]),
         "dagster/row_count": len(report),

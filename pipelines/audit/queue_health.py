@@ -17,7 +17,8 @@ a source queue by its visible depth, its DLQ's depth and its oldest age (per-run
 have their own, longer age thresholds: their messages wait for the job to end); a DLQ by
 its own depth. Three asset checks judge the whole: DLQ depth, oldest message age, and depth
 growth since the previous materialization (read from the Dagster instance); `WARN` when the
-worst is degraded, `ERROR` when unhealthy.
+worst is degraded, `ERROR` when unhealthy. Two more carry the alert thresholds, DLQ rate and
+retry rate over a stated window (``queue_alerts.py``).
 """
 
 
@@ -45,6 +46,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines.audit.queue_alerts import rate_outcome, read_activity, window
 from pipelines.common.aws import METRIC_BATCH, chunks, error_code, queue_name, queue_url
 from pipelines.common.contract import QUEUE_GONE_CODES, iso
 from pipelines.common.tables import column, table
@@ -67,6 +69,7 @@ MISSING = QUEUE_GONE_CODES
 MAX_TABLE_ROWS = 200
 ASSET = "queue_health"
 CHECK_DLQ, CHECK_AGE, CHECK_GROWTH = "dlq_depth", "oldest_message_age", "depth_growth"
+CHECK_DLQ_RATE, CHECK_RETRY_RATE = "dlq_rate", "retry_rate"
 COLUMNS = ["queue", "kind", "runner_id", "visible", "in_flight", "delayed", "dlq", "dlq_depth",
            "oldest_age_seconds", "age_source", "status", "reasons"]
 
@@ -536,6 +539,15 @@ class QueueHealthConfig(Config):
         default=True, description="Read ages from CloudWatch (GetMetricData, only for queues holding messages); "
         "off: every age is unknown.")
     age_lookback_minutes: int = Field(default=15, ge=1, le=1440, description="Window for the latest age datapoint.")
+    dlq_rate_percent: float = Field(
+        default=5, gt=0, le=100, description="Check dlq_rate fails when a fleet queue's DLQ arrivals exceed this "
+        "percentage of the messages it received in the alert window.")
+    retry_rate_percent: float = Field(
+        default=10, gt=0, le=100, description="Check retry_rate fails when a fleet queue's retries (receives not "
+        "followed by a delete) exceed this percentage of its receives in the alert window.")
+    alert_window_minutes: int = Field(
+        default=60, ge=5, le=1440, description="The window of the dlq_rate and retry_rate checks (whole 5-minute "
+        "periods ending now).")
     workers: int = Field(default=16, ge=1, le=16, description="Concurrent GetQueueAttributes calls.")
 
     def thresholds(self) -> Thresholds:
@@ -583,6 +595,12 @@ def _previous_depths(context: AssetExecutionContext) -> Mapping[str, int] | None
                        description="Oldest message among queues whose age is known: WARN / ERROR by threshold."),
         AssetCheckSpec(CHECK_GROWTH, asset=ASSET,
                        description="Largest depth rise since the previous materialization: WARN / ERROR by threshold."),
+        AssetCheckSpec(CHECK_DLQ_RATE, asset=ASSET,
+                       description="ERROR when a fleet queue's DLQ arrivals exceed dlq_rate_percent (5 %) of the "
+                       "messages it received over the last alert_window_minutes (60 min), from AWS/SQS metrics."),
+        AssetCheckSpec(CHECK_RETRY_RATE, asset=ASSET,
+                       description="ERROR when a fleet queue's retries (receives not followed by a delete) exceed "
+                       "retry_rate_percent (10 %) of its receives over the last alert_window_minutes (60 min)."),
     ],
 )
 def queue_health(
@@ -593,7 +611,8 @@ def queue_health(
 
     Covers the termination and housekeeping queues, their DLQs and all per-runner queues; one
     GetQueueAttributes per queue, ages from CloudWatch for queues that hold messages. Publishes
-    QueueDepth and DLQDepth; the asset checks turn the UI red on DLQ depth, age or growth.
+    QueueDepth and DLQDepth; the asset checks turn the UI red on DLQ depth, age or growth, and on the alert
+    thresholds: DLQ rate and retry rate of the fleet queues over the alert window (AWS/SQS metrics).
     """
     thresholds = config.thresholds()
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -641,3 +660,31 @@ def queue_health(
     yield _check_result(CHECK_DLQ, dlq_check(frame, thresholds))
     yield _check_result(CHECK_AGE, age_check(frame, thresholds))
     yield _check_result(CHECK_GROWTH, growth_check(previous, depths, thresholds))
+    yield from rate_checks(context, config, aws, survey, now)
+
+
+def rate_checks(context: AssetExecutionContext, config: QueueHealthConfig, aws: AwsClients, survey: Survey,
+                now: datetime) -> Iterator[AssetCheckResult]:
+    """The alert thresholds: DLQ rate and retry rate of each fleet queue over the window (queue_alerts.py)."""
+    pairs = [(s.ref.name, s.dlq_name) for s in survey.stats
+             if s.ref.kind in ("termination", "housekeeping") and s.dlq_name]
+    start, end = window(now, config.alert_window_minutes)
+    try:
+        activity = read_activity(aws.cloudwatch, pairs, start, end)
+    except (ClientError, BotoCoreError) as error:
+        why = f"GetMetricData failed ({error_code(error) or type(error).__name__}): rates unknown"
+        context.log.warning(f"queue alert rates: {why}")
+        for name in (CHECK_DLQ_RATE, CHECK_RETRY_RATE):
+            yield AssetCheckResult(check_name=name, passed=False, severity=AssetCheckSeverity.WARN, description=why,
+                                   metadata={"window_minutes": config.alert_window_minutes})
+        return
+    for name, kind, threshold in ((CHECK_DLQ_RATE, "dlq", config.dlq_rate_percent),
+                                  (CHECK_RETRY_RATE, "retry", config.retry_rate_percent)):
+        outcome = rate_outcome(kind, activity, threshold, config.alert_window_minutes, start, end)
+        if not outcome.passed:
+            context.log.warning(f"{name}: {outcome.description}")
+        yield AssetCheckResult(
+            check_name=name, passed=outcome.passed, severity=AssetCheckSeverity.ERROR, description=outcome.description,
+            metadata={**{k: v for k, v in outcome.metadata.items() if k != "queues"},
+                      "queues": MetadataValue.json(outcome.metadata["queues"])},
+        )

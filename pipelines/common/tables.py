@@ -35,15 +35,17 @@ def cell(value: Any) -> str | int | float | bool | None:
 
 
 def table(columns: Sequence[TableColumn], rows: Iterable[Mapping[str, Any]], *, cap: int = MAX_TABLE_ROWS,
-          rest: str = "in the run logs") -> TableMetadataValue:
+          rest: str = "in the run logs", more: int = 0) -> TableMetadataValue:
     """``rows`` (dicts keyed by column name) as table metadata, at most ``cap`` of them.
 
-    Beyond the cap, one last row says how many more there are and where (``rest``); its text
-    sits in the first column, which is therefore a string column in every table here.
+    Beyond the cap, plus ``more`` rows the caller knows of but did not keep, one last row says
+    how many more there are and where (``rest``); its text sits in the first column, which is
+    therefore a string column in every table here.
     """
     rows = list(rows)
     names = [c.name for c in columns]
     records = [TableRecord({n: cell(row.get(n)) for n in names}) for row in rows[:cap]]
-    if len(rows) > cap:
-        records.append(TableRecord({names[0]: f"… {len(rows) - cap} more {rest}", **{n: None for n in names[1:]}}))
+    hidden = max(0, len(rows) - cap) + max(0, more)
+    if hidden:
+        records.append(TableRecord({names[0]: f"… {hidden} more {rest}", **{n: None for n in names[1:]}}))
     return MetadataValue.table(records=records, schema=TableSchema(columns=list(columns)))

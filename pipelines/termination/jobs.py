@@ -14,7 +14,9 @@ from pydantic import Field
 from pipelines.common.contract import md_cell as _cell
 from pipelines.common.safety import is_dry_run
 from pipelines.termination.drain import DrainOptions, DrainReport, drain_terminations
-from pipelines.termination.outcome import DrainOutcome, drain_outcome, on_last_receive
+from pipelines.termination.outcome import (
+    DrainOutcome, drain_outcome, failed_messages_table, failed_reasons_table, on_last_receive,
+)
 from pipelines.termination.redrive import redrive_dlq
 from resources.aws import AwsClients
 from resources.settings import FleetSettings
@@ -120,13 +122,6 @@ def report_drain_outcome(context: OpExecutionContext, drained: dict[str, Any]) -
         )
         return
     listed = drained["last_receive"]
-    rows = "\n".join(
-        f"| {m['message_id']} | {m['runner_id'] or '-'} | {m['job_id'] or '-'} | {m['receive_count'] or '?'} "
-        f"| {_cell(m['reason'])} |"
-        for m in listed
-    )
-    if outcome.to_dlq > len(listed):
-        rows += f"\n| … {outcome.to_dlq - len(listed)} more in the run logs | | | | |"
     raise Failure(
         description=(
             f"{outcome.to_dlq} termination message(s) failed on their last receive and go to the DLQ "
@@ -138,8 +133,7 @@ def report_drain_outcome(context: OpExecutionContext, drained: dict[str, Any]) -
             "messages_to_dlq": MetadataValue.int(outcome.to_dlq),
             "messages_failed": MetadataValue.int(outcome.failed),
             "messages_deleted": MetadataValue.int(outcome.deleted),
-            "dlq_messages": MetadataValue.md(
-                "| message_id | runner_id | job_id | receive | reason |\n|---|---|---|---|---|\n" + rows),
+            "dlq_messages": failed_messages_table(listed, total=outcome.to_dlq),
         },
         allow_retries=False,
     )
@@ -157,22 +151,14 @@ def _summary(report: DrainReport) -> dict[str, int]:
 
 
 def _metadata(report: DrainReport, elapsed: float) -> dict[str, Any]:
-    reasons = "\n".join(f"| {_cell(r)} | {n} |" for r, n in report.failure_reasons.most_common())
-    failures = "\n".join(
-        f"- message_id={f.message_id} runner_id={f.runner_id or '-'} job_id={f.job_id or '-'} "
-        f"receive={f.receive_count or '?'}: {_cell(f.reason)}"
-        for f in report.failures
-    )
-    if report.failed > len(report.failures):
-        failures += f"\n- … {report.failed - len(report.failures)} more in the run logs"
     return {
         **{k: MetadataValue.int(v) for k, v in _summary(report).items()},
         "delete_failures": MetadataValue.int(report.delete_failures),
         "metric_failures": MetadataValue.int(report.metric_failures),
         "metric_flag_failures": MetadataValue.int(report.metric_flag_failures),
         "visibility_extensions": MetadataValue.int(report.visibility_extensions),
-        "failed_reasons": MetadataValue.md("| reason | messages |\n|---|---|\n" + reasons if reasons else "none"),
-        "failed_messages": MetadataValue.md(failures or "none"),
+        "failed_reasons": failed_reasons_table(report.failure_reasons),
+        "failed_messages": failed_messages_table(report.failures, total=report.failed),
         "seconds": MetadataValue.float(round(elapsed, 3)),
         "messages_per_second": MetadataValue.float(round(report.received / elapsed, 2) if elapsed else 0.0),
     }

@@ -20,6 +20,7 @@ import math
 import os
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, FloatMetadataValue, materialize
 
@@ -107,16 +108,16 @@ def expected_costs(hours_up):
     """The report, by hand. ``hours_up`` maps (pool) -> list of running hours."""
     small_h, large_h, storage_h, ghost_h = (sum(hours_up[p]) for p in ("small", "large", "storage", "ghost"))
     return {
-        "small": {"running": 4, "stopped": 2, "assigned": 2, "idle": 2, "rate": 0.0416, "source": "price table",
+        "small": {"running": 4, "stopped": 2, "assigned": 2, "idle": 2, "rate": 0.0416, "source": "shipped-csv",
                   "compute": 0.0416 * small_h, "idle_cost": 2 * 30 * GB_MONTH, "util": 2 / 6},
-        "large": {"running": 2, "stopped": 1, "assigned": 1, "idle": 1, "rate": 0.30, "source": "pool override",
+        "large": {"running": 2, "stopped": 1, "assigned": 1, "idle": 1, "rate": 0.30, "source": "pools-table override",
                   "compute": 0.30 * large_h, "idle_cost": 1 * 100 * GB_MONTH, "util": 1 / 3},
         "storage": {"running": 1, "stopped": 0, "assigned": 1, "idle": 0, "rate": None, "source": "unknown",
                     "compute": None, "idle_cost": 0.0, "util": 1.0},
-        "empty": {"running": 0, "stopped": 0, "assigned": 0, "idle": 0, "rate": 0.0208, "source": "price table",
+        "empty": {"running": 0, "stopped": 0, "assigned": 0, "idle": 0, "rate": 0.0208, "source": "shipped-csv",
                   "compute": 0.0, "idle_cost": 0.0, "util": None},
         # not in the table: its instances say t3.medium; no ebs_gb, so a stopped one's idle cost is unknown
-        "ghost": {"running": 1, "stopped": 1, "assigned": 0, "idle": 1, "rate": 0.0416, "source": "price table",
+        "ghost": {"running": 1, "stopped": 1, "assigned": 0, "idle": 1, "rate": 0.0416, "source": "shipped-csv",
                   "compute": 0.0416 * ghost_h, "idle_cost": None, "util": 0.0},
     }
 
@@ -320,3 +321,18 @@ def test_cost_report_checks_warn_naming_unpriced_and_unknown_pools(aws, settings
     priced = checks[pool_audit.CHECK_PRICES]
     # i3.large is not in the shipped price table and the storage pool sets no hourly_price_usd.
     assert not priced.passed and priced.metadata["pools"].value == ["storage"] and "storage" in priced.description
+
+
+def test_chart_shows_idle_cost_beside_compute_cost_and_fits_beside_the_metadata():
+    import struct
+
+    report = pd.DataFrame({"pool": ["small", "large", "storage"], "compute_cost_usd": [1.5, 12.0, math.nan],
+                           "idle_cost_usd_per_hour": [0.01, 0.0, math.nan], "utilisation": [0.5, 1.0, math.nan]})
+    png = pool_audit.render_chart(report)
+    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR
+    assert (width, height) == (720, 176)  # 720 px wide, about 22 px a pool: no scrolling to read it
+    # Idle cost is drawn: another idle cost gives another picture, the same one the same picture.
+    assert pool_audit.render_chart(report) == png
+    assert pool_audit.render_chart(report.assign(idle_cost_usd_per_hour=[0.5, 0.0, math.nan])) != png
+    many = pd.concat([report] * 10, ignore_index=True).assign(pool=[f"p{n}" for n in range(30)])
+    assert struct.unpack(">II", pool_audit.render_chart(many)[16:24])[1] <= 30 * 23 + 90

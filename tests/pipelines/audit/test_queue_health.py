@@ -146,7 +146,7 @@ def run_health(aws, settings, instance, **config):
                          run_config={"ops": {"queue_health": {"config": config}}})
     assert result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"dlq_depth", "oldest_message_age", "depth_growth"}
+    assert set(checks) == {"dlq_depth", "oldest_message_age", "depth_growth", "dlq_rate", "retry_rate"}
     return result, checks
 
 
@@ -160,7 +160,7 @@ GROWTH = {"growth_degraded": 5, "growth_unhealthy": 10}
 def test_depth_growth_check_compares_with_the_previous_materialization(aws, settings):
     instance = DagsterInstance.ephemeral()
     _, checks = run_health(aws, settings, instance, **GROWTH)
-    assert [verdict(c) for c in checks.values()] == ["pass", "pass", "pass"]
+    assert [verdict(c) for c in checks.values()] == ["pass"] * 5
     assert "first materialization" in checks["depth_growth"].description
 
     send(aws, settings.housekeeping_queue, 4)

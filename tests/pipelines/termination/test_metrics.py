@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from tests.metadata import rows as _rows
 from dagster import DagsterInstance
 
 from pipelines.termination.jobs import process_terminations
@@ -132,7 +133,7 @@ def test_an_s3_error_in_the_cleanup_keeps_the_message_but_not_the_metrics_waitin
             undo_s3()
         # The job ended whatever its queues hold: its metrics go now, its message stays for the cleanup.
         assert first == {**first, "failed": 1, "messages_deleted": 0, "jobs_metrics_published": 1}
-        assert "runner cleanup incomplete" in metadata["failed_messages"] and "AccessDenied" in metadata["failed_messages"]
+        assert "runner cleanup incomplete" in text_of(metadata["failed_messages"]) and "AccessDenied" in text_of(metadata["failed_messages"])
         assert puts["n"] == 1 and published(aws, settings, "JobFailure", "gpu") == (1, 1.0)
         assert job_item(aws, settings, "m2")[PUBLISHED] == {"S": "2026-11-22T10:05:14Z"}
 
@@ -161,7 +162,7 @@ def test_a_refused_put_metric_data_keeps_the_message_and_the_retry_publishes(aws
         undo()
     assert calls["failed"] == 1
     assert first == {**first, "failed": 1, "messages_deleted": 0, "metrics_published": 0}
-    assert "metrics not published" in metadata["failed_messages"] and metadata["metric_failures"] == 2
+    assert "metrics not published" in text_of(metadata["failed_messages"]) and metadata["metric_failures"] == 2
     assert runner_gone(aws, settings, "i-0m03") and PUBLISHED not in job_item(aws, settings, "m3")
 
     returned(aws, settings)
@@ -228,3 +229,8 @@ def test_a_sweep_interruption_is_overwritten_and_its_metrics_published(aws, sett
     assert item["status"] == {"S": "failed"} and item["completed_at"] == {"S": "2026-11-22T10:05:14Z"}
     assert "interrupted_by" not in item and item["exit_code"] == {"N": "1"}
     assert published(aws, settings, "JobFailure", "gpu") == (1, 1.0)
+
+
+def text_of(value):
+    """A table metadata value's cells as one line of text, for "does the run page name X" assertions."""
+    return " | ".join(str(cell) for row in _rows(value) for cell in row.values() if cell is not None)

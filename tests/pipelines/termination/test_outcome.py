@@ -131,8 +131,11 @@ def test_a_message_on_its_last_receive_fails_the_run_after_the_rest_is_deleted(a
     assert [e.node_name for e in failures] == ["report_drain_outcome"]
     error = failures[0].event_specific_data.error
     assert "1 termination message(s) failed on their last receive and go to the DLQ" in error.message
-    listed = failures[0].event_specific_data.user_failure_data.metadata["dlq_messages"].value
-    assert bad in listed and "missing required field(s): job_id" in listed and "| 3 |" in listed
+    from tests.metadata import rows
+
+    (listed,) = rows(failures[0].event_specific_data.user_failure_data.metadata["dlq_messages"].value)
+    assert listed["message id"] == bad and "missing required field(s): job_id" in listed["reason"]
+    assert listed["receive"] == 3
     assert SECRET not in json.dumps([str(e) for e in instance.all_logs(result.run_id)])
 
     # A failed drain does not hold the sensor back: once the message is visible, it asks again.
@@ -159,3 +162,40 @@ def test_an_unreadable_redrive_policy_makes_any_failure_loud(aws, settings):
     # It cannot tell whether the message goes to the DLQ now, so it says it may: an operator looks.
     assert not result.success and run_tags(instance, result)["runs-fleet/outcome"] == "dlq"
     assert any("redrive policy" in w for w in warnings_of(instance, result))
+
+
+def test_failure_lists_are_tables_with_ids_reasons_and_a_count_of_the_rest():
+    from collections import Counter
+
+    from dagster import TableMetadataValue
+
+    from pipelines.termination.drain import MessageFailure as DrainFailure
+    from pipelines.termination.outcome import failed_messages_table, failed_reasons_table
+    from tests.metadata import columns, rows
+
+    listed = [DrainFailure(message_id="m-1", reason="invalid message: not valid JSON", receive_count=3),
+              {"message_id": "m-2", "runner_id": "i-0abc", "job_id": "8812", "receive_count": None,
+               "reason": "runner cleanup incomplete:\nAccessDenied"}]
+    value = failed_messages_table(listed, total=5)
+    assert isinstance(value, TableMetadataValue)
+    assert columns(value) == ["message id", "runner id", "job id", "receive", "reason"]
+    assert rows(value) == [
+        {"message id": "m-1", "runner id": None, "job id": None, "receive": 3,
+         "reason": "invalid message: not valid JSON"},
+        {"message id": "m-2", "runner id": "i-0abc", "job id": "8812", "receive": None,
+         "reason": "runner cleanup incomplete: AccessDenied"},  # one line
+        {"message id": "… 3 more in the run logs", "runner id": None, "job id": None, "receive": None,
+         "reason": None},
+    ]
+    reasons = failed_reasons_table(Counter({"invalid message": 2, "throttled": 5}))
+    assert rows(reasons) == [{"reason": "throttled", "messages": 5}, {"reason": "invalid message", "messages": 2}]
+    assert rows(failed_messages_table([], total=0)) == []
+
+
+def test_table_counts_rows_known_but_not_kept_in_its_last_row():
+    from pipelines.common.tables import column, table
+
+    value = table([column("id"), column("n", "int")], [{"id": "a", "n": 1}], more=4, rest="in the run logs")
+    assert [dict(r.data) for r in value.records] == [{"id": "a", "n": 1}, {"id": "… 4 more in the run logs", "n": None}]
+    capped = table([column("id")], [{"id": str(n)} for n in range(5)], cap=3, more=2)
+    assert dict(capped.records[-1].data) == {"id": "… 4 more in the run logs"}

@@ -10,6 +10,7 @@ import uuid
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
+from tests.metadata import rows as _rows
 from dagster import DagsterInstance
 
 from pipelines.termination.drain import DrainOptions, VisibilityKeeper, drain_terminations
@@ -219,7 +220,7 @@ def test_ecs_stop_event_cleans_up_the_task(aws, settings):
     assert runner_gone(aws, settings, "4f1c0aa1b2c3d4e5")
     # A task that is only RUNNING keeps everything; the event is read and dropped.
     assert aws.ssm.get_parameters(Names=[settings.ssm_parameter_name("5a5a5a5a5a5a")])["Parameters"]
-    assert "another-cluster" in metadata["failed_messages"]
+    assert "another-cluster" in text_of(metadata["failed_messages"])
     assert queue_counts(aws, termination_url(aws, settings)) == (0, 1)  # the other cluster's event stays
 
 
@@ -242,9 +243,9 @@ def test_bad_messages_stay_in_the_queue_with_their_reasons(aws, settings):
     summary, metadata = run(aws, settings)
 
     assert summary["failed"] == 3 and summary["messages_deleted"] == 0 and summary["processed"] == 0
-    table = metadata["failed_reasons"]
+    table = text_of(metadata["failed_reasons"])
     assert "invalid message" in table
-    listing = metadata["failed_messages"]
+    listing = text_of(metadata["failed_messages"])
     assert all(i in listing for i in ids)
     assert "not valid JSON" in listing and "missing required field(s): job_id" in listing
     assert "status 'exploded' is not one of" in listing
@@ -318,7 +319,7 @@ def test_dynamodb_throttling_is_retried_then_recovers(aws, settings):
     finally:
         undo()
     assert down["failed"] >= 1 and down["messages_deleted"] == 0
-    assert "ProvisionedThroughputExceededException" in metadata["failed_messages"]
+    assert "ProvisionedThroughputExceededException" in text_of(metadata["failed_messages"])
     assert job_item(aws, settings, "5002")["status"] == {"S": "running"}
     assert aws.ssm.get_parameters(Names=[settings.ssm_parameter_name("i-0a02")])["Parameters"]  # not cleaned yet
     time.sleep(1.2)
@@ -340,7 +341,7 @@ def test_failing_message_reaches_the_dlq_then_replays(aws, settings):
     try:
         first, metadata = run(aws, settings, visibility_timeout_seconds=1)
         assert first["processed"] == 2 and first["failed"] >= 1
-        assert "runner cleanup incomplete" in metadata["failed_messages"] and "AccessDenied" in metadata["failed_messages"]
+        assert "runner cleanup incomplete" in text_of(metadata["failed_messages"]) and "AccessDenied" in text_of(metadata["failed_messages"])
         assert runner_gone(aws, settings, "i-0b00") and runner_gone(aws, settings, "i-0b02")
         receives = first["received"]
         for _ in range(6):  # the queue's redrive moves it after its 3rd receive
@@ -473,3 +474,8 @@ def test_a_run_ends_a_second_after_its_work_not_on_a_full_long_poll(aws, setting
     started = time.monotonic()
     empty = drain_terminations(aws, settings, options)  # an empty queue: was 5.0 s
     assert empty.received == 0 and time.monotonic() - started < 3
+
+
+def text_of(value):
+    """A table metadata value's cells as one line of text, for "does the run page name X" assertions."""
+    return " | ".join(str(cell) for row in _rows(value) for cell in row.values() if cell is not None)
