@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
@@ -56,22 +58,52 @@ class AwsClients(ResourceWithBoto3Configuration):
     )
     connect_timeout: float = Field(default=10.0, description="Seconds to wait for a connection.")
     read_timeout: float = Field(default=60.0, description="Seconds to wait for a response (long polls wait 20 s).")
+    role_arn: str | None = Field(default=None, description="A fleet's role, assumed with the identity above (RUNS_FLEET_FLEETS).")
+    external_id: str | None = Field(default=None, description="The ExternalId sts:AssumeRole sends for role_arn.")
 
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def _session(self) -> boto3.session.Session:
         """The shared session of this identity (call with ``_sessions_lock`` held)."""
         key = (self.profile_name, self.region_name, self.aws_access_key_id, self.aws_secret_access_key,
-               self.aws_session_token)
+               self.aws_session_token, self.role_arn, self.external_id)
         if key not in _sessions:
-            _sessions[key] = boto3.session.Session(
+            source = boto3.session.Session(
                 profile_name=self.profile_name,
                 region_name=self.region_name,
                 aws_access_key_id=self.aws_access_key_id,
                 aws_secret_access_key=self.aws_secret_access_key,
                 aws_session_token=self.aws_session_token,
             )
+            _sessions[key] = source if self.role_arn is None else self._assumed(source)
         return _sessions[key]
+
+    def _assumed(self, source: boto3.session.Session) -> boto3.session.Session:
+        """A session whose credentials are ``role_arn`` assumed with ``source``'s: botocore's own assume-role
+        fetcher and refreshable credentials (fetched on first use, refreshed before they expire)."""
+        extra: dict[str, str] = {"RoleSessionName": "runs-fleet-housekeeping"}
+        if self.external_id:
+            extra["ExternalId"] = self.external_id
+        source_credentials = source.get_credentials()
+        if source_credentials is None:
+            raise RuntimeError(f"no credentials to assume {self.role_arn} with")
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=source.client, source_credentials=source_credentials, role_arn=self.role_arn,
+            extra_args=extra,
+        )
+        botocore_session = botocore.session.get_session()
+        # botocore has no public setter for a session's credential provider; this is how its own
+        # assume-role provider's result is attached (boto3 reads it through get_credentials()).
+        botocore_session._credentials = DeferredRefreshableCredentials(  # noqa: SLF001
+            method="assume-role", refresh_using=fetcher.fetch_credentials)
+        return boto3.session.Session(botocore_session=botocore_session, region_name=self.region_name)
+
+    def credentials(self) -> Any:
+        """This identity's current credentials, fetched now (for a role: assumed now, or failing now)."""
+        with _sessions_lock:
+            session = self._session()
+        credentials = session.get_credentials()
+        return credentials.get_frozen_credentials() if credentials is not None else None
 
     def client(self, service: str) -> Any:
         """A cached boto3 client for ``service`` (boto3 clients are thread-safe)."""

@@ -11,11 +11,12 @@ Any other param is refused with ``BadParams`` naming it.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+from dagster import AssetSelection, DefaultScheduleStatus, Definitions, define_asset_job
 from pydantic import Field
 
 from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
 from pipelines.audit.queue_health import queue_health
+from pipelines.common.fleets import fleet_schedule
 from pipelines.common.requests import RequestableJob, requestable
 
 pool_audit_job = define_asset_job(
@@ -34,19 +35,19 @@ queue_health_job = define_asset_job(
     tags={"runs-fleet/exclusive": "queue_health_job", "runs-fleet/capability": "audit"},
 )
 
-pool_audit_schedule = ScheduleDefinition(
+pool_audit_schedule = fleet_schedule(
     name="pool_audit_daily",
     job=pool_audit_job,
     cron_schedule="0 9 * * *",
-    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
     description="Daily at 09:00 UTC: materialize pool_inventory and pool_cost_report.",
 )
 
-queue_health_schedule = ScheduleDefinition(
+queue_health_schedule = fleet_schedule(
     name="queue_health_every_5_minutes",
     job=queue_health_job,
     cron_schedule="*/5 * * * *",
-    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
     description="Every 5 minutes: materialize queue_health and run its asset checks.",
 )
 
