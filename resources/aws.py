@@ -39,6 +39,13 @@ _sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
 
 
+def forget_sessions() -> None:
+    """Drop the shared sessions (and with them assumed-role credentials): every client is made anew on
+    next use. For a stand-in that forgets its identities (a reset moto server); AWS never needs it."""
+    with _sessions_lock:
+        _sessions.clear()
+
+
 def add_client_observer(observer: Callable[[Any], None]) -> Callable[[], None]:
     """Register ``observer(client)`` for every new client; returns a function that removes it."""
     _client_observers.append(observer)
@@ -61,7 +68,7 @@ class AwsClients(ResourceWithBoto3Configuration):
     role_arn: str | None = Field(default=None, description="A fleet's role, assumed with the identity above (RUNS_FLEET_FLEETS).")
     external_id: str | None = Field(default=None, description="The ExternalId sts:AssumeRole sends for role_arn.")
 
-    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _clients: dict[str, tuple[Any, Any]] = PrivateAttr(default_factory=dict)  # service -> (session, client)
 
     def _session(self) -> boto3.session.Session:
         """The shared session of this identity (call with ``_sessions_lock`` held)."""
@@ -87,8 +94,15 @@ class AwsClients(ResourceWithBoto3Configuration):
         source_credentials = source.get_credentials()
         if source_credentials is None:
             raise RuntimeError(f"no credentials to assume {self.role_arn} with")
+        def sts_client(*args: Any, **kwargs: Any) -> Any:
+            # Observed like every other client: benchmarks count AssumeRole, fault tests deny it.
+            client = source.client(*args, **kwargs)
+            for observe in list(_client_observers):
+                observe(client)
+            return client
+
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=source.client, source_credentials=source_credentials, role_arn=self.role_arn,
+            client_creator=sts_client, source_credentials=source_credentials, role_arn=self.role_arn,
             extra_args=extra,
         )
         botocore_session = botocore.session.get_session()
@@ -108,21 +122,25 @@ class AwsClients(ResourceWithBoto3Configuration):
     def client(self, service: str) -> Any:
         """A cached boto3 client for ``service`` (boto3 clients are thread-safe)."""
         with _sessions_lock:
-            if service not in self._clients:
-                config = Config(
-                    retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
-                    connect_timeout=self.connect_timeout,
-                    read_timeout=self.read_timeout,
-                    max_pool_connections=20,
-                )
-                kwargs: dict[str, Any] = {"config": config, "use_ssl": self.use_ssl, "verify": self.verify}
-                if self.endpoint_url:
-                    kwargs["endpoint_url"] = self.endpoint_url
-                client = self._session().client(service, **kwargs)
-                for observe in list(_client_observers):
-                    observe(client)
-                self._clients[service] = client
-            return self._clients[service]
+            session = self._session()
+            cached = self._clients.get(service)
+            # A client belongs to its session: one made before ``forget_sessions`` is made again.
+            if cached is not None and cached[0] is session:
+                return cached[1]
+            config = Config(
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                max_pool_connections=20,
+            )
+            kwargs: dict[str, Any] = {"config": config, "use_ssl": self.use_ssl, "verify": self.verify}
+            if self.endpoint_url:
+                kwargs["endpoint_url"] = self.endpoint_url
+            client = session.client(service, **kwargs)
+            for observe in list(_client_observers):
+                observe(client)
+            self._clients[service] = (session, client)
+            return client
 
     @property
     def ec2(self) -> Any:
