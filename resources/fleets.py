@@ -71,6 +71,8 @@ class Fleet(BaseModel):
                                  description="Role assumed in the fleet's account; omitted: the deployment's credentials.")
     external_id: str | None = Field(default=None, pattern=_EXTERNAL_ID, min_length=2, max_length=1224, description="sts:AssumeRole ExternalId.")
     names: dict[str, str] = Field(default_factory=dict, description="Overrides of the contract's resource names.")
+    dry_run: bool = Field(default=False, description="This fleet's own kill switch: every destructive piece stops after "
+                          "its plan in this fleet. It can only add to RUNS_FLEET_DRY_RUN, never lift it.")
 
     @field_validator("names")
     @classmethod
@@ -175,8 +177,12 @@ def load_fleets(environ: Mapping[str, str] | None = None) -> Fleets:
 
 
 def fleet_settings(settings: FleetSettings, fleet: Fleet) -> FleetSettings:
-    """The deployment's settings with the fleet's own resource names (dry run stays the deployment's)."""
-    return settings.model_copy(update=fleet.names) if fleet.names else settings
+    """The deployment's settings with the fleet's own resource names; dry run if the deployment or the fleet
+    says so (a fleet's list entry can stop that fleet, never lift the deployment's kill switch)."""
+    update: dict[str, Any] = dict(fleet.names)
+    if fleet.dry_run and not settings.dry_run:
+        update["dry_run"] = True
+    return settings.model_copy(update=update) if update else settings
 
 
 def fleet_clients(aws: Any, fleet: Fleet) -> Any:

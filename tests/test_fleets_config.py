@@ -64,6 +64,7 @@ def test_a_good_list_gives_each_fleet_its_region_role_and_names(tmp_path):
     ("fleets: [{name: a, names: {ssm_prefix: nope}}]", "must start and end with '/'"),
     ("fleets: [{name: a, colour: blue}]", "fleets[0] (a): colour: Extra inputs are not permitted"),
     ("fleets: [{name: a}, {name: a}]", "fleets[1] (a): name: listed twice"),
+    ("fleets: [{name: a, dry_run: 'false'}]", "fleets[0] (a): dry_run: Input should be a valid boolean"),
     ("fleets: [{name: a}\n", "not YAML"),
 ])
 def test_a_bad_list_fails_naming_the_file_entry_and_field(text, expected):
@@ -71,6 +72,16 @@ def test_a_bad_list_fails_naming_the_file_entry_and_field(text, expected):
         parse_fleets(text, "/etc/fleets.yaml")
     assert str(error.value).startswith("RUNS_FLEET_FLEETS=/etc/fleets.yaml: ")
     assert expected in str(error.value)
+
+
+def test_a_fleet_can_be_put_in_dry_run_but_cannot_lift_the_deployments():
+    fleets = parse_fleets("fleets: [{name: careful, dry_run: true}, {name: normal}, {name: lifted, dry_run: false}]",
+                          "f.yaml")
+    live, stopped = load_settings({}), load_settings({"RUNS_FLEET_DRY_RUN": "true"})
+    assert fleet_settings(live, fleets.get("careful")).dry_run is True
+    assert fleet_settings(live, fleets.get("normal")).dry_run is False
+    assert fleet_settings(stopped, fleets.get("lifted")).dry_run is True
+    assert live.dry_run is False  # the deployment's own settings are untouched
 
 
 def test_an_unreadable_or_empty_setting_fails_naming_it(tmp_path):

@@ -16,7 +16,8 @@ from pydantic import Field
 
 from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
 from pipelines.audit.queue_health import queue_health
-from pipelines.common.fleets import fleet_schedule
+from pipelines.audit.summary import build_summaries
+from pipelines.common.fleets import FLEETS, fleet_schedule
 from pipelines.common.requests import RequestableJob, requestable
 
 pool_audit_job = define_asset_job(
@@ -60,11 +61,15 @@ REQUESTS: list[RequestableJob] = [
     requestable("queue_health", queue_health_job.name, {}, extra=_IGNORED),
 ]
 JOBS = [pool_audit_job, queue_health_job]
+SCHEDULES = [pool_audit_schedule, queue_health_schedule]
+ASSETS: list = [pool_inventory, pool_cost_report, queue_health]
+# Many fleets: the per-fleet figures added up (per fleet and in total), beside the partitions.
+if FLEETS.listed:
+    _summaries, _summary_job, _summary_schedule = build_summaries(FLEETS.names)
+    ASSETS += _summaries
+    JOBS.append(_summary_job)
+    SCHEDULES.append(_summary_schedule)
 
-defs = Definitions(
-    assets=[pool_inventory, pool_cost_report, queue_health],
-    jobs=JOBS,
-    schedules=[pool_audit_schedule, queue_health_schedule],
-)
+defs = Definitions(assets=ASSETS, jobs=JOBS, schedules=SCHEDULES)
 
 __all__ = ["JOBS", "REQUESTS", "defs", "pool_audit_job", "queue_health_job"]

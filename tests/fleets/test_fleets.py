@@ -172,8 +172,9 @@ def test_pool_audit_and_queue_health_report_their_own_fleet(defs, fleets):
         aws, settings, account = fleets[name]
         put_pool(aws, settings, f"pool-{name}", 60)
         launch(aws, 30, pool=f"pool-{name}", count=n, account=account)
+    instance = DagsterInstance.ephemeral()
     for name in ["a-use1", "b-euw1"]:
-        result = run(defs, "pool_audit_job", name)
+        result = run(defs, "pool_audit_job", name, instance=instance)
         assert result.success, name
         inventory = result.output_for_node("pool_inventory")
         assert inventory["pool"].tolist() == [f"pool-{name}"]
@@ -185,8 +186,20 @@ def test_pool_audit_and_queue_health_report_their_own_fleet(defs, fleets):
     for name in ["a-euw1", "b-use1"]:
         aws, settings, _ = fleets[name]
         assert not aws.s3.list_objects_v2(Bucket=settings.archive_bucket).get("Contents")
-    health = run(defs, "queue_health_job", "b-use1")
+    health = run(defs, "queue_health_job", "b-use1", instance=instance)
     assert health.success
+
+    # The fleet-wide summary: per fleet and in total, fleets not yet audited named, not counted.
+    summary = run(defs, "fleets_summary_job", None, instance=instance)
+    assert summary.success
+    (cost,) = [m for m in summary.asset_materializations_for_node("fleets_cost_summary")]
+    assert cost.metadata["total_running"].value == 1 + 4  # a-use1 has 1 instance, b-euw1 has 4
+    assert cost.metadata["fleets_covered"].value == 2
+    assert cost.metadata["fleets_not_materialized"].value == ["a-euw1", "b-use1", DENIED]
+    rows = {r.data["fleet"]: r.data for r in cost.metadata["fleets"].value.records}
+    assert rows["b-euw1"]["running"] == 4 and rows["a-euw1"]["as_of"] == "not materialized yet"
+    (queues,) = summary.asset_materializations_for_node("fleets_queue_health_summary")
+    assert queues.metadata["fleets_covered"].value == 1
 
 
 def test_archival_archives_one_fleet_day_into_that_fleets_bucket(defs, fleets):
