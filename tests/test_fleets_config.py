@@ -89,3 +89,26 @@ def test_an_unreadable_or_empty_setting_fails_naming_it(tmp_path):
         load_fleets({"RUNS_FLEET_FLEETS": " "})
     with pytest.raises(FleetError, match="cannot read it"):
         load_fleets({"RUNS_FLEET_FLEETS": str(tmp_path / "missing.yaml")})
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from resources.fleets import RENAMEABLE, Fleet, Fleets  # noqa: E402
+
+_names = st.dictionaries(st.sampled_from(sorted(k for k in RENAMEABLE if k != "ssm_prefix")),
+                         st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), max_size=4)
+_fleets = st.lists(st.tuples(st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), _names, st.booleans()),
+                   min_size=1, max_size=6, unique_by=lambda t: t[0])
+
+
+@given(entries=_fleets, deployment_dry_run=st.booleans(), pick=st.integers(min_value=0))
+def test_a_run_gets_exactly_its_fleets_names_and_never_a_lifted_kill_switch(entries, deployment_dry_run, pick):
+    fleets = Fleets(tuple(Fleet(name=n, names=names, dry_run=d) for n, names, d in entries), listed=True)
+    base = load_settings({"RUNS_FLEET_DRY_RUN": "true" if deployment_dry_run else "false"})
+    name, names, dry = entries[pick % len(entries)]
+    fleet = fleets.of_tags({"dagster/partition": name})
+    assert fleet.name == name
+    settings = fleet_settings(base, fleet)
+    assert settings.dry_run == (deployment_dry_run or dry)
+    for field in RENAMEABLE:
+        assert getattr(settings, field) == names.get(field, getattr(base, field))
