@@ -15,6 +15,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from pipelines import archival, audit, ledger, sweeps, termination
+from pipelines.common.fleets import FLEETS
 from resources import deployment_resources, load_aws_clients, load_settings
 from resources.io import load_io_manager, locked_io_manager
 from sensors.housekeeping import build_housekeeping_sensor
@@ -22,8 +23,9 @@ from sensors.termination import build_termination_sensor
 
 # What the housekeeping queue may ask for (the contract's task types) and the jobs they start.
 REQUESTS = [*sweeps.REQUESTS, *archival.REQUESTS, *audit.REQUESTS]
-housekeeping_queue_sensor = build_housekeeping_sensor(REQUESTS, [*sweeps.JOBS, *archival.JOBS, *audit.JOBS])
-termination_queue_sensor = build_termination_sensor(termination.process_terminations)
+# One fleet (the environment), or every fleet RUNS_FLEET_FLEETS lists: the sensors watch each one's queues.
+housekeeping_queue_sensor = build_housekeeping_sensor(REQUESTS, [*sweeps.JOBS, *archival.JOBS, *audit.JOBS], FLEETS)
+termination_queue_sensor = build_termination_sensor(termination.process_terminations, FLEETS)
 
 defs = Definitions.merge(
     audit.defs,
@@ -33,6 +35,6 @@ defs = Definitions.merge(
     termination.defs,
     Definitions(sensors=[housekeeping_queue_sensor, termination_queue_sensor]),
     # Locked: no run config can turn RUNS_FLEET_DRY_RUN off or point a run (or its outputs) elsewhere.
-    Definitions(resources={**deployment_resources(load_aws_clients(), load_settings()),
+    Definitions(resources={**deployment_resources(load_aws_clients(), load_settings(), FLEETS),
                            "io_manager": locked_io_manager(load_io_manager())}),
 )

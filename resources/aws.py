@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
@@ -37,6 +39,13 @@ _sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
 
 
+def forget_sessions() -> None:
+    """Drop the shared sessions (and with them assumed-role credentials): every client is made anew on
+    next use. For a stand-in that forgets its identities (a reset moto server); AWS never needs it."""
+    with _sessions_lock:
+        _sessions.clear()
+
+
 def add_client_observer(observer: Callable[[Any], None]) -> Callable[[], None]:
     """Register ``observer(client)`` for every new client; returns a function that removes it."""
     _client_observers.append(observer)
@@ -56,41 +65,82 @@ class AwsClients(ResourceWithBoto3Configuration):
     )
     connect_timeout: float = Field(default=10.0, description="Seconds to wait for a connection.")
     read_timeout: float = Field(default=60.0, description="Seconds to wait for a response (long polls wait 20 s).")
+    role_arn: str | None = Field(default=None, description="A fleet's role, assumed with the identity above (RUNS_FLEET_FLEETS).")
+    external_id: str | None = Field(default=None, description="The ExternalId sts:AssumeRole sends for role_arn.")
 
-    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _clients: dict[str, tuple[Any, Any]] = PrivateAttr(default_factory=dict)  # service -> (session, client)
 
     def _session(self) -> boto3.session.Session:
         """The shared session of this identity (call with ``_sessions_lock`` held)."""
         key = (self.profile_name, self.region_name, self.aws_access_key_id, self.aws_secret_access_key,
-               self.aws_session_token)
+               self.aws_session_token, self.role_arn, self.external_id)
         if key not in _sessions:
-            _sessions[key] = boto3.session.Session(
+            source = boto3.session.Session(
                 profile_name=self.profile_name,
                 region_name=self.region_name,
                 aws_access_key_id=self.aws_access_key_id,
                 aws_secret_access_key=self.aws_secret_access_key,
                 aws_session_token=self.aws_session_token,
             )
+            _sessions[key] = source if self.role_arn is None else self._assumed(source)
         return _sessions[key]
+
+    def _assumed(self, source: boto3.session.Session) -> boto3.session.Session:
+        """A session whose credentials are ``role_arn`` assumed with ``source``'s: botocore's own assume-role
+        fetcher and refreshable credentials (fetched on first use, refreshed before they expire)."""
+        extra: dict[str, str] = {"RoleSessionName": "runs-fleet-housekeeping"}
+        if self.external_id:
+            extra["ExternalId"] = self.external_id
+        source_credentials = source.get_credentials()
+        if source_credentials is None:
+            raise RuntimeError(f"no credentials to assume {self.role_arn} with")
+        def sts_client(*args: Any, **kwargs: Any) -> Any:
+            # Observed like every other client: benchmarks count AssumeRole, fault tests deny it.
+            client = source.client(*args, **kwargs)
+            for observe in list(_client_observers):
+                observe(client)
+            return client
+
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=sts_client, source_credentials=source_credentials, role_arn=self.role_arn,
+            extra_args=extra,
+        )
+        botocore_session = botocore.session.get_session()
+        # botocore has no public setter for a session's credential provider; this is how its own
+        # assume-role provider's result is attached (boto3 reads it through get_credentials()).
+        botocore_session._credentials = DeferredRefreshableCredentials(  # noqa: SLF001
+            method="assume-role", refresh_using=fetcher.fetch_credentials)
+        return boto3.session.Session(botocore_session=botocore_session, region_name=self.region_name)
+
+    def credentials(self) -> Any:
+        """This identity's current credentials, fetched now (for a role: assumed now, or failing now)."""
+        with _sessions_lock:
+            session = self._session()
+        credentials = session.get_credentials()
+        return credentials.get_frozen_credentials() if credentials is not None else None
 
     def client(self, service: str) -> Any:
         """A cached boto3 client for ``service`` (boto3 clients are thread-safe)."""
         with _sessions_lock:
-            if service not in self._clients:
-                config = Config(
-                    retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
-                    connect_timeout=self.connect_timeout,
-                    read_timeout=self.read_timeout,
-                    max_pool_connections=20,
-                )
-                kwargs: dict[str, Any] = {"config": config, "use_ssl": self.use_ssl, "verify": self.verify}
-                if self.endpoint_url:
-                    kwargs["endpoint_url"] = self.endpoint_url
-                client = self._session().client(service, **kwargs)
-                for observe in list(_client_observers):
-                    observe(client)
-                self._clients[service] = client
-            return self._clients[service]
+            session = self._session()
+            cached = self._clients.get(service)
+            # A client belongs to its session: one made before ``forget_sessions`` is made again.
+            if cached is not None and cached[0] is session:
+                return cached[1]
+            config = Config(
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                max_pool_connections=20,
+            )
+            kwargs: dict[str, Any] = {"config": config, "use_ssl": self.use_ssl, "verify": self.verify}
+            if self.endpoint_url:
+                kwargs["endpoint_url"] = self.endpoint_url
+            client = session.client(service, **kwargs)
+            for observe in list(_client_observers):
+                observe(client)
+            self._clients[service] = (session, client)
+            return client
 
     @property
     def ec2(self) -> Any:

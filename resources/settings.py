@@ -145,18 +145,39 @@ def _describe(settings: FleetSettings) -> str:
     return f"The fleet contract's names, from the code location's environment only ({values})."
 
 
-def locked(resource: Any, description: str) -> ResourceDefinition:
+def locked(resource: Any, description: str, bind: Any = None) -> ResourceDefinition:
     """Bind an already-configured resource with an empty config schema: a run config cannot change it.
 
     Dagster validates run config against ``Shape({})``, so ``resources: {settings: {config:
     {dry_run: false}}}`` is refused before the run starts ("unexpected config entry").
+    ``bind(resource, run_tags)``, if given, turns it into the run's own (its fleet's) from the
+    run's partition tags, which Dagster sets and run config cannot reach.
     """
-    return ResourceDefinition(resource_fn=lambda _: resource, config_schema=Shape({}), description=description)
+    if bind is None:
+        return ResourceDefinition(resource_fn=lambda _: resource, config_schema=Shape({}), description=description)
+
+    def resource_fn(init: Any) -> Any:
+        run = init.dagster_run
+        return bind(resource, dict(run.tags) if run is not None else None)
+
+    return ResourceDefinition(resource_fn=resource_fn, config_schema=Shape({}), description=description)
 
 
-def deployment_resources(aws: Any, settings: FleetSettings) -> dict[str, ResourceDefinition]:
-    """The ``aws`` and ``settings`` resources as every run of the code location gets them: locked."""
+def deployment_resources(aws: Any, settings: FleetSettings, fleets: Any = None) -> dict[str, ResourceDefinition]:
+    """The ``aws`` and ``settings`` resources as every run of the code location gets them: locked, and
+    (with ``RUNS_FLEET_FLEETS``) bound to the run's fleet partition (resources.fleets)."""
+    from resources.fleets import SINGLE, bind_clients, bind_settings
+
+    fleets = fleets or SINGLE
+    if not fleets.listed:
+        return {
+            "aws": locked(aws, "boto3 clients (region, endpoint, retries) from the code location's environment only."),
+            "settings": locked(settings, _describe(settings)),
+        }
+    listed = f" Per fleet ({', '.join(fleets.names)}): the run's fleet partition picks the region, role and names."
     return {
-        "aws": locked(aws, "boto3 clients (region, endpoint, retries) from the code location's environment only."),
-        "settings": locked(settings, _describe(settings)),
+        "aws": locked(aws, "boto3 clients from the code location's environment only." + listed,
+                      bind=lambda a, tags: bind_clients(fleets, a, tags)),
+        "settings": locked(settings, _describe(settings) + listed,
+                           bind=lambda s, tags: bind_settings(fleets, s, tags)),
     }

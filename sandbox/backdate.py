@@ -24,15 +24,15 @@ def _naive_utc(when: datetime) -> datetime:
     return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when
 
 
-def backdate_instances(instance_ids: Iterable[str], launched_at: datetime, region: str) -> None:
-    backdate_instance_launches({instance_id: launched_at for instance_id in instance_ids}, region)
+def backdate_instances(instance_ids: Iterable[str], launched_at: datetime, region: str, account: str = MOTO_ACCOUNT_ID) -> None:
+    backdate_instance_launches({instance_id: launched_at for instance_id in instance_ids}, region, account)
 
 
-def backdate_instance_launches(launches: Mapping[str, datetime], region: str) -> None:
+def backdate_instance_launches(launches: Mapping[str, datetime], region: str, account: str = MOTO_ACCOUNT_ID) -> None:
     """Set each instance's launch time (instance id -> when)."""
     from moto.ec2.models import ec2_backends
 
-    backend = ec2_backends[MOTO_ACCOUNT_ID][region]
+    backend = ec2_backends[account][region]
     # moto's get_instance scans every instance: map them once, or large fleets seed in quadratic time.
     by_id = {instance.id: instance for reservation in backend.reservations.values() for instance in reservation.instances}
     for instance_id, launched_at in launches.items():
@@ -45,10 +45,10 @@ def backdate_instance_launches(launches: Mapping[str, datetime], region: str) ->
         instance.launch_time = _naive_utc(launched_at)
 
 
-def backdate_queues(queue_names: Iterable[str], created_at: datetime, region: str) -> None:
+def backdate_queues(queue_names: Iterable[str], created_at: datetime, region: str, account: str = MOTO_ACCOUNT_ID) -> None:
     from moto.sqs.models import sqs_backends
 
-    backend = sqs_backends[MOTO_ACCOUNT_ID][region]
+    backend = sqs_backends[account][region]
     ts = created_at.timestamp()
     for name in queue_names:
         queue = backend.queues.get(name)
@@ -58,10 +58,10 @@ def backdate_queues(queue_names: Iterable[str], created_at: datetime, region: st
         queue.last_modified_timestamp = ts
 
 
-def backdate_parameters(names: Iterable[str], modified_at: datetime, region: str) -> None:
+def backdate_parameters(names: Iterable[str], modified_at: datetime, region: str, account: str = MOTO_ACCOUNT_ID) -> None:
     from moto.ssm.models import ssm_backends
 
-    backend = ssm_backends[MOTO_ACCOUNT_ID][region]
+    backend = ssm_backends[account][region]
     stamp = _naive_utc(modified_at)
     for name in names:
         history = backend._parameters.get(name)
@@ -71,11 +71,11 @@ def backdate_parameters(names: Iterable[str], modified_at: datetime, region: str
             version.last_modified_date = stamp
 
 
-def set_instance_states(instance_ids: Iterable[str], state: str, region: str) -> None:
+def set_instance_states(instance_ids: Iterable[str], state: str, region: str, account: str = MOTO_ACCOUNT_ID) -> None:
     """Put instances in an EC2 state moto's API cannot hold them in (``shutting-down`` passes in an instant)."""
     from moto.ec2.models import ec2_backends
 
-    backend = ec2_backends[MOTO_ACCOUNT_ID][region]
+    backend = ec2_backends[account][region]
     by_id = {i.id: i for reservation in backend.reservations.values() for i in reservation.instances}
     codes = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
     for instance_id in instance_ids:

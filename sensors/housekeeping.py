@@ -37,7 +37,9 @@ from dagster import DefaultSensorStatus, RunRequest, RunsFilter, SensorDefinitio
 from pipelines.common.aws import SQS_BATCH, chunks, error_code, queue_url
 from pipelines.common.contract import loggable
 from pipelines.common.requests import BadParams, RequestableJob
+from pipelines.common.fleets import exclusive, partition_key
 from resources.aws import AwsClients
+from resources.fleets import SINGLE, Fleets, fleet_clients, fleet_settings
 from resources.settings import FleetSettings
 
 RUN_KEY_TAG = "dagster/run_key"
@@ -64,8 +66,9 @@ def build_registry(requests: Iterable[RequestableJob], jobs: Iterable[Any]) -> d
     return registry
 
 
-def run_key(message_id: str) -> str:
-    return f"{RUN_KEY_PREFIX}{message_id}"
+def run_key(message_id: str, fleet: str | None = None) -> str:
+    """The run key of a request: its message id, and with a fleet list its fleet (each fleet has its queue)."""
+    return f"{RUN_KEY_PREFIX}{message_id}" if fleet is None else f"{RUN_KEY_PREFIX}{fleet}-{message_id}"
 
 
 class RejectedRequest(ValueError):
@@ -169,8 +172,12 @@ def load_cursor(raw: str | None, log: Any) -> dict[str, dict[str, Any]]:
 
 
 def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
-             registry: Mapping[str, RequestableJob], now: float | None = None) -> SensorResult | SkipReason:
-    """One tick: settle launched requests, receive new ones, turn the valid ones into RunRequests."""
+             registry: Mapping[str, RequestableJob], now: float | None = None,
+             fleet: str | None = None) -> SensorResult | SkipReason:
+    """One tick: settle launched requests, receive new ones, turn the valid ones into RunRequests.
+
+    ``fleet`` (with a fleet list): the fleet whose queue this is; its requests start runs of that
+    fleet's partition, exclusive per (job, fleet)."""
     log = context.log
     now = time.time() if now is None else now
     pending = load_cursor(context.cursor, log)
@@ -203,13 +210,13 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
     except (ClientError, BotoCoreError) as error:
         log.error(f"housekeeping: ReceiveMessage failed ({error_code(error) or error}); retried next tick")
 
-    keys = [run_key(m["MessageId"]) for m in received]
+    keys = [run_key(m["MessageId"], fleet) for m in received]
     already = launched_run_keys(context.instance, keys, log) if keys else set()
     run_requests: list[RunRequest] = []
     rejected = 0
     for message in received:
         message_id = message["MessageId"]
-        key = run_key(message_id)
+        key = run_key(message_id, fleet)
         if key in already:
             # Redelivered after its run was launched (e.g. an earlier delete failed): just delete it.
             to_delete[message_id] = message["ReceiptHandle"]
@@ -228,8 +235,8 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
                  f"(params: {', '.join(sorted(request.params)) or 'none'})")
         run_requests.append(RunRequest(
             run_key=key, job_name=task.job_name, run_config=request.run_config,
-            partition_key=request.partition_key,
-            tags={MESSAGE_TAG: message_id, TASK_TAG: task.task_type},
+            partition_key=partition_key(fleet, request.partition_key) if fleet else request.partition_key,
+            tags={MESSAGE_TAG: message_id, TASK_TAG: task.task_type, **exclusive(task.job_name, fleet)},
         ))
         pending[message_id] = {"receipt": message["ReceiptHandle"], "run_key": key, "at": now}
 
@@ -245,8 +252,61 @@ def evaluate(context: Any, aws: AwsClients, settings: FleetSettings,
     return SensorResult(skip_reason=SkipReason(reason), cursor=cursor)
 
 
-def build_housekeeping_sensor(requests: Sequence[RequestableJob], jobs: Sequence[Any]) -> SensorDefinition:
-    """The housekeeping queue sensor for these requestable tasks and the jobs they start."""
+def evaluate_fleets(context: Any, aws: AwsClients, settings: FleetSettings, registry: Mapping[str, RequestableJob],
+                    fleets: Fleets, now: float | None = None) -> SensorResult:
+    """One tick over every fleet's housekeeping queue. The cursor holds each fleet's pending requests
+    apart; a fleet that cannot be reached is skipped (logged, naming it) and the others go on."""
+    try:
+        cursors = json.loads(context.cursor) if context.cursor else {}
+    except json.JSONDecodeError:
+        cursors = {}
+    cursors = cursors if isinstance(cursors, dict) else {}
+    run_requests: list[RunRequest] = []
+    reasons: list[str] = []
+    for fleet in fleets.fleets:
+        view = _FleetTick(context, fleet.name, cursors.get(fleet.name))
+        result = evaluate(view, fleet_clients(aws, fleet), fleet_settings(settings, fleet), registry, now,
+                          fleet=fleet.name)
+        if isinstance(result, SkipReason):
+            reasons.append(f"{fleet.name}: {result.skip_message}")
+            continue
+        cursors[fleet.name] = result.cursor
+        run_requests += result.run_requests or []
+        if result.skip_reason is not None:
+            reasons.append(f"{fleet.name}: {result.skip_reason.skip_message}")
+    cursor = json.dumps(cursors, sort_keys=True)
+    if run_requests:
+        return SensorResult(run_requests=run_requests, cursor=cursor)
+    return SensorResult(skip_reason=SkipReason("; ".join(reasons)), cursor=cursor)
+
+
+class _FleetTick:
+    """The sensor context as one fleet's tick sees it: its own cursor, log lines naming the fleet."""
+
+    def __init__(self, context: Any, fleet: str, cursor: str | None) -> None:
+        self.instance = context.instance
+        self.cursor = cursor
+        self.log = _Prefixed(context.log, f"[fleet {fleet}] ")
+
+
+class _Prefixed:
+    def __init__(self, log: Any, prefix: str) -> None:
+        self._log, self._prefix = log, prefix
+
+    def info(self, message: str) -> None:
+        self._log.info(self._prefix + message)
+
+    def warning(self, message: str) -> None:
+        self._log.warning(self._prefix + message)
+
+    def error(self, message: str) -> None:
+        self._log.error(self._prefix + message)
+
+
+def build_housekeeping_sensor(requests: Sequence[RequestableJob], jobs: Sequence[Any],
+                              fleets: Fleets = SINGLE) -> SensorDefinition:
+    """The housekeeping queue sensor for these requestable tasks and the jobs they start (each fleet's
+    queue, with a fleet list)."""
     registry = build_registry(requests, jobs)
     targets = [job for job in jobs if job.name in {r.job_name for r in registry.values()}]
 
@@ -263,6 +323,8 @@ def build_housekeeping_sensor(requests: Sequence[RequestableJob], jobs: Sequence
         """Every 30 s: each request on the housekeeping queue ({"task_type", "params"}) starts the named job
         (params → run config). A request is deleted only once its run was launched; an unknown task_type or
         bad params is logged and left for the DLQ redrive."""
+        if fleets.listed:
+            return evaluate_fleets(context, aws, settings, registry, fleets)
         return evaluate(context, aws, settings, registry)
 
     return housekeeping_queue_sensor

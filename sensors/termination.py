@@ -18,12 +18,15 @@ from dagster import (
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     sensor,
 )
 
 from pipelines.common.aws import error_code, queue_url
+from pipelines.common.fleets import exclusive
 from resources.aws import AwsClients
+from resources.fleets import PARTITION_TAG, SINGLE, Fleets, fleet_clients, fleet_settings
 from resources.settings import FleetSettings
 
 # A drain run in any of these states will take the waiting messages (Dagster's own list of
@@ -52,8 +55,9 @@ def tick_clients(aws: AwsClients) -> AwsClients:
         return _tick_clients[key]
 
 
-def build_termination_sensor(job: Any) -> SensorDefinition:
-    """The termination queue sensor that wakes ``job`` (the drain job) when messages wait."""
+def build_termination_sensor(job: Any, fleets: Fleets = SINGLE) -> SensorDefinition:
+    """The termination queue sensor that wakes ``job`` (the drain job) when messages wait (in each
+    fleet's queue, with a fleet list: one drain run per fleet at a time, fleets side by side)."""
 
     @sensor(
         job=job,
@@ -70,15 +74,37 @@ def build_termination_sensor(job: Any) -> SensorDefinition:
         Skip reasons say why nothing started: the queue is empty, a drain is already queued or
         running, or the queue could not be read.
         """
+        if fleets.listed:
+            return evaluate_fleets(context, aws, settings, job.name, fleets)
         return evaluate(context, aws, settings, job.name)
 
     return termination_queue_sensor
 
 
-def evaluate(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings, job_name: str) -> Any:
-    """One tick: skip while a drain run is unfinished or the queue is empty; else request a run."""
+def evaluate_fleets(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings, job_name: str,
+                    fleets: Fleets) -> Any:
+    """One tick per fleet: a drain run for each fleet whose queue holds messages and has no unfinished drain.
+    A fleet that cannot be read (its role cannot be assumed) is skipped, named, and the others go on."""
+    requests: list[RunRequest] = []
+    reasons: list[str] = []
+    for fleet in fleets.fleets:
+        result = evaluate(context, fleet_clients(aws, fleet), fleet_settings(settings, fleet), job_name, fleet.name)
+        if isinstance(result, RunRequest):
+            requests.append(result)
+        else:
+            reasons.append(f"{fleet.name}: {result.skip_message}")
+    if requests:
+        return SensorResult(run_requests=requests)
+    return SkipReason("; ".join(reasons))
+
+
+def evaluate(context: SensorEvaluationContext, aws: AwsClients, settings: FleetSettings, job_name: str,
+             fleet: str | None = None) -> Any:
+    """One tick: skip while a drain run is unfinished or the queue is empty; else request a run
+    (of ``fleet``'s partition, with a fleet list)."""
     active = context.instance.get_run_records(
-        RunsFilter(job_name=job_name, statuses=NOT_FINISHED_STATUSES), limit=1
+        RunsFilter(job_name=job_name, statuses=NOT_FINISHED_STATUSES,
+                   tags={PARTITION_TAG: fleet} if fleet else None), limit=1
     )
     if active:
         run = active[0].dagster_run
@@ -101,13 +127,17 @@ def evaluate(context: SensorEvaluationContext, aws: AwsClients, settings: FleetS
         in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0"))
     except (ClientError, BotoCoreError, KeyError, ValueError) as error:
         code = error_code(error) or type(error).__name__
-        context.log.error(f"could not read termination queue {settings.termination_queue}: {code}: {error}")
+        where = f"fleet {fleet}: " if fleet else ""
+        context.log.error(f"{where}could not read termination queue {settings.termination_queue}: {code}: {error}")
         return SkipReason(f"could not read the termination queue ({code}); trying again next tick")
     if visible == 0:
         held = f"; {in_flight} in flight, returning after their visibility timeout" if in_flight else ""
         return SkipReason(f"termination queue is empty{held}")
-    context.log.info(f"{visible} termination message(s) waiting ({in_flight} in flight): requesting a drain run")
+    context.log.info(f"{f'fleet {fleet}: ' if fleet else ''}{visible} termination message(s) waiting "
+                     f"({in_flight} in flight): requesting a drain run")
     return RunRequest(
         run_key=None,
-        tags={"runs-fleet/trigger": "termination_queue_sensor", "runs-fleet/visible_messages": str(visible)},
+        partition_key=fleet,
+        tags={"runs-fleet/trigger": "termination_queue_sensor", "runs-fleet/visible_messages": str(visible),
+              **exclusive(job_name, fleet)},
     )

@@ -9,8 +9,10 @@ from sandbox import backdate
 from tests.metadata import rows
 
 
-def launch(aws, age_minutes, *, name="test", pool=None, job_id=None, protect=False, managed=True, count=1):
-    """Launch ``count`` tagged instances launched ``age_minutes`` ago; one id, or a list when count > 1."""
+def launch(aws, age_minutes, *, name="test", pool=None, job_id=None, protect=False, managed=True, count=1,
+           account=backdate.MOTO_ACCOUNT_ID):
+    """Launch ``count`` tagged instances launched ``age_minutes`` ago (in ``account``, whose clients ``aws`` are);
+    one id, or a list when count > 1."""
     tags = [{"Key": "Name", "Value": name}]
     if managed:
         tags.append({"Key": "runs-fleet:managed", "Value": "true"})
@@ -23,7 +25,8 @@ def launch(aws, age_minutes, *, name="test", pool=None, job_id=None, protect=Fal
     reservation = aws.ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=count,
                                         MaxCount=count, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
     ids = [i["InstanceId"] for i in reservation["Instances"]]
-    backdate.backdate_instances(ids, datetime.now(timezone.utc) - timedelta(minutes=age_minutes), aws.ec2.meta.region_name)
+    backdate.backdate_instances(ids, datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
+                                aws.ec2.meta.region_name, account)
     return ids[0] if count == 1 else ids
 
 
@@ -34,13 +37,13 @@ def put_pool(aws, settings, name: str, max_runtime: int) -> None:
     })
 
 
-def put_params(aws, settings, runner_ids, age_minutes: float) -> list[str]:
+def put_params(aws, settings, runner_ids, age_minutes: float, account=backdate.MOTO_ACCOUNT_ID) -> list[str]:
     """Runner config parameters last modified ``age_minutes`` ago; returns their names."""
     names = [settings.ssm_parameter_name(r) for r in runner_ids]
     for name in names:
         aws.ssm.put_parameter(Name=name, Type="String", Value=json.dumps({"labels": ["x"]}), Overwrite=True)
     backdate.backdate_parameters(names, datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
-                                 aws.ssm.meta.region_name)
+                                 aws.ssm.meta.region_name, account)
     return names
 
 

@@ -14,6 +14,11 @@ import pytest
 
 from sandbox.server import reset_moto, sandbox_env, start_moto
 
+# The multi-fleet suite loads the code location with RUNS_FLEET_FLEETS: it runs in its own
+# process (tests/test_fleets_suite.py), never in this session's (read before the
+# loop below clears every RUNS_FLEET_* variable).
+collect_ignore = [] if os.environ.get("RUNS_FLEET_FLEETS_SUITE") == "1" else ["fleets"]
+
 # Settings must come from the contract's defaults in tests, whatever the shell exported.
 for _var in [v for v in os.environ if v.startswith("RUNS_FLEET_") or v.startswith("AWS_")]:
     del os.environ[_var]

@@ -26,6 +26,7 @@ from pipelines.common.contract import object_link
 from pipelines.common.safety import is_dry_run
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
+from pipelines.common.fleets import FLEETS, by_fleet, fleet_run_requests, partition_key, run_day
 from resources.settings import FleetSettings
 
 ARCHIVE_START_DATE = archive_start()  # RUNS_FLEET_ARCHIVE_START, else 90 days back (pipelines/archival/start.py)
@@ -40,7 +41,9 @@ CHECK_ON_TIME = "archived_days_on_time"
 
 # One partition per UTC day of completed_at. end_offset=0: the newest partition is yesterday,
 # since today's records are still finishing.
-job_archive_partitions = DailyPartitionsDefinition(start_date=ARCHIVE_START_DATE, timezone="UTC", end_offset=0)
+# With a fleet list (RUNS_FLEET_FLEETS), days × fleets: a backfill spans fleets and days.
+archive_days = DailyPartitionsDefinition(start_date=ARCHIVE_START_DATE, timezone="UTC", end_offset=0)
+job_archive_partitions = by_fleet(archive_days)
 
 job_archive = AssetSpec(
     JOB_ARCHIVE_ASSET,
@@ -154,7 +157,7 @@ def archive_job_records_for_day(
     deleted only in the version that was archived; one that changed since is kept and
     reported (changed_since_archive), and the next run archives its new version.
     """
-    day = date.fromisoformat(context.partition_key)
+    day = date.fromisoformat(run_day(context))
     dry_run = is_dry_run(config.dry_run, settings)
     started = time.monotonic()
     result = archive_day(
@@ -245,7 +248,7 @@ def restore_job_records_for_day(
 
     Restoring twice is harmless: records already present as archived are skipped.
     """
-    day = date.fromisoformat(context.partition_key)
+    day = date.fromisoformat(run_day(context))
     dry_run = is_dry_run(config.dry_run, settings)
     result = restore_day(
         aws.dynamodb, aws.s3, table=settings.jobs_table, bucket=settings.archive_bucket, day=day,
@@ -301,4 +304,8 @@ def archive_old_jobs_daily(context: ScheduleEvaluationContext):
     day = archive_day_for(moment).isoformat()
     if day < ARCHIVE_START_DATE:
         return SkipReason(f"{day} is before the first archive partition, {ARCHIVE_START_DATE}")
-    return RunRequest(run_key=f"archive_old_jobs:{day}", partition_key=day)
+    if not FLEETS.listed:
+        return RunRequest(run_key=f"archive_old_jobs:{day}", partition_key=day)
+    # One run per fleet for the day; each exclusive per (job, fleet), so fleets archive side by side.
+    return fleet_run_requests("archive_old_jobs", FLEETS.names, key=lambda fleet: partition_key(fleet, day),
+                              run_key=f"archive_old_jobs:{day}")

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pipelines.archival.index import LookupStats, bucket_prefix, locate_archived_job
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
+from pipelines.common.fleets import FLEET_PARTITIONS
 from resources.settings import FleetSettings
 
 JOB_ID_MAX = 256  # the longest job id termination processing accepts
@@ -83,6 +84,7 @@ def find_job_in_archive(context: OpExecutionContext, config: LocateConfig, aws: 
 @job(
     name="locate_archived_job",
     executor_def=in_process_executor,
+    partitions_def=FLEET_PARTITIONS,
     tags={"runs-fleet/exclusive": "locate_archived_job", "runs-fleet/capability": "archival"},
 )
 def locate_job():

@@ -11,11 +11,13 @@ Any other param is refused with ``BadParams`` naming it.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+from dagster import AssetSelection, DefaultScheduleStatus, Definitions, define_asset_job
 from pydantic import Field
 
 from pipelines.audit.pool_audit import pool_cost_report, pool_inventory
 from pipelines.audit.queue_health import queue_health
+from pipelines.audit.summary import build_summaries
+from pipelines.common.fleets import FLEETS, fleet_schedule
 from pipelines.common.requests import RequestableJob, requestable
 
 pool_audit_job = define_asset_job(
@@ -34,19 +36,19 @@ queue_health_job = define_asset_job(
     tags={"runs-fleet/exclusive": "queue_health_job", "runs-fleet/capability": "audit"},
 )
 
-pool_audit_schedule = ScheduleDefinition(
+pool_audit_schedule = fleet_schedule(
     name="pool_audit_daily",
     job=pool_audit_job,
     cron_schedule="0 9 * * *",
-    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
     description="Daily at 09:00 UTC: materialize pool_inventory and pool_cost_report.",
 )
 
-queue_health_schedule = ScheduleDefinition(
+queue_health_schedule = fleet_schedule(
     name="queue_health_every_5_minutes",
     job=queue_health_job,
     cron_schedule="*/5 * * * *",
-    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
     description="Every 5 minutes: materialize queue_health and run its asset checks.",
 )
 
@@ -59,11 +61,15 @@ REQUESTS: list[RequestableJob] = [
     requestable("queue_health", queue_health_job.name, {}, extra=_IGNORED),
 ]
 JOBS = [pool_audit_job, queue_health_job]
+SCHEDULES = [pool_audit_schedule, queue_health_schedule]
+ASSETS: list = [pool_inventory, pool_cost_report, queue_health]
+# Many fleets: the per-fleet figures added up (per fleet and in total), beside the partitions.
+if FLEETS.listed:
+    _summaries, _summary_job, _summary_schedule = build_summaries(FLEETS.names)
+    ASSETS += _summaries
+    JOBS.append(_summary_job)
+    SCHEDULES.append(_summary_schedule)
 
-defs = Definitions(
-    assets=[pool_inventory, pool_cost_report, queue_health],
-    jobs=JOBS,
-    schedules=[pool_audit_schedule, queue_health_schedule],
-)
+defs = Definitions(assets=ASSETS, jobs=JOBS, schedules=SCHEDULES)
 
 __all__ = ["JOBS", "REQUESTS", "defs", "pool_audit_job", "queue_health_job"]

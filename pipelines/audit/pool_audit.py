@@ -53,6 +53,7 @@ from dagster import (
 
 from pipelines.audit.price_sources import fetch_on_demand, fetch_spot
 from pipelines.audit.pricing import SHIPPED_CSV, select_rates
+from pipelines.common.fleets import FLEET_PARTITIONS
 from pipelines.common.aws import Metric, batch_get_with_retry, put_metrics
 from pipelines.common.contract import JOB_ID_TAG, MANAGED_TAG, POOL_TAG, iso, object_link, parse_iso, utc
 from pipelines.common.tables import column, table
@@ -439,7 +440,7 @@ CHECK_POOLS = "every_pool_in_pools_table"
 DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26))
 
 
-@asset(group_name=REPORT_GROUP, kinds={"aws", "pandas"}, freshness_policy=DAILY_FRESHNESS)
+@asset(group_name=REPORT_GROUP, kinds={"aws", "pandas"}, freshness_policy=DAILY_FRESHNESS, partitions_def=FLEET_PARTITIONS)
 def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings) -> Output[pd.DataFrame]:
     """Per pool: running, stopped, idle (running, no running job) and assigned instances, and their instance-hours.
 
@@ -528,6 +529,7 @@ def report_checks(totals: Mapping[str, Any]) -> list[AssetCheckResult]:
 
 @asset(
     group_name=REPORT_GROUP, kinds={"aws", "pandas"}, freshness_policy=DAILY_FRESHNESS,
+    partitions_def=FLEET_PARTITIONS,
     check_specs=[
         AssetCheckSpec(CHECK_PRICES, asset="pool_cost_report",
                        description="WARN when an instance type has no hourly price (its compute cost is unknown)."),

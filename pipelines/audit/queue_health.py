@@ -47,6 +47,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines.audit.queue_alerts import rate_outcome, read_activity, window
+from pipelines.common.fleets import FLEET_PARTITIONS, own_records
 from pipelines.common.aws import METRIC_BATCH, chunks, error_code, queue_name, queue_url
 from pipelines.common.contract import QUEUE_GONE_CODES, iso
 from pipelines.common.tables import column, table
@@ -575,10 +576,10 @@ def _check_result(name: str, outcome: CheckOutcome) -> AssetCheckResult:
 def _previous_depths(context: AssetExecutionContext) -> Mapping[str, int] | None:
     # The current materialization is stored only after this function yields it, so the
     # latest one on the instance is the previous run's.
-    entry = context.instance.get_latest_materialization_event(context.asset_key)
-    if entry is None or entry.asset_materialization is None:
+    records = context.instance.fetch_materializations(own_records(context), limit=1).records
+    if not records or records[0].asset_materialization is None:
         return None
-    value = entry.asset_materialization.metadata.get("depths")
+    value = records[0].asset_materialization.metadata.get("depths")
     data = getattr(value, "value", None)
     return data if isinstance(data, dict) else None
 
@@ -587,6 +588,7 @@ def _previous_depths(context: AssetExecutionContext) -> Mapping[str, int] | None
     name=ASSET,
     group_name="queue_health",
     kinds={"aws", "pandas"},
+    partitions_def=FLEET_PARTITIONS,
     # Every 5 minutes: two missed runs are worth a look, four mean the schedule is not running.
     freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(minutes=20), warn_window=timedelta(minutes=10)),
     check_specs=[

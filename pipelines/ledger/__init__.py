@@ -11,8 +11,9 @@ is never evaluated cannot turn red when a sweep is off.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, DefaultScheduleStatus, Definitions, ScheduleDefinition, define_asset_job
+from dagster import AssetSelection, DefaultScheduleStatus, Definitions, define_asset_job
 
+from pipelines.common.fleets import fleet_schedule
 from pipelines.ledger.assets import fleet_ledger
 
 fleet_ledger_job = define_asset_job(
@@ -23,11 +24,10 @@ fleet_ledger_job = define_asset_job(
     tags={"runs-fleet/exclusive": "fleet_ledger_job", "runs-fleet/capability": "ledger"},
 )
 
-fleet_ledger_schedule = ScheduleDefinition(
+fleet_ledger_schedule = fleet_schedule(
     name="fleet_ledger_hourly",
     job=fleet_ledger_job,
     cron_schedule="7 * * * *",
-    execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
     description="Hourly at :07 UTC: materialize fleet_ledger and run its checks. Read-only, so shipped running.",
 )

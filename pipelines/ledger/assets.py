@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines.audit.pool_audit import load_price_table
+from pipelines.common.fleets import FLEET_PARTITIONS, own_records
 from pipelines.common.aws import put_metrics
 from pipelines.common.contract import iso
 from pipelines.ledger import report
@@ -69,7 +70,7 @@ class LedgerConfig(Config):
 
 def _history(context: AssetExecutionContext, limit: int) -> list[Mapping[str, Any]]:
     """Earlier materializations' numeric metadata with their time (the current one is stored after this run)."""
-    result = context.instance.fetch_materializations(context.asset_key, limit=limit)
+    result = context.instance.fetch_materializations(own_records(context), limit=limit)
     points = []
     for record in result.records:
         materialization = record.asset_materialization
@@ -107,6 +108,7 @@ def _overdue_text(items: list[Any]) -> str:
     name=ASSET,
     group_name="ledger",
     kinds={"aws", "pandas"},
+    partitions_def=FLEET_PARTITIONS,
     freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)),
     check_specs=[
         AssetCheckSpec(CHECK_LEAKS, asset=ASSET, description=(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dagster import AssetSpec, Definitions
 
+from pipelines.common.fleets import FLEET_PARTITIONS
 from pipelines.common.requests import RequestableJob
 from pipelines.sweeps import orphaned_instances, orphaned_queues, stale_ssm, stuck_jobs
 from pipelines.sweeps.plans import actions_asset_key, plan_asset_key
@@ -33,7 +34,7 @@ REQUESTS: list[RequestableJob] = [
 # Its history is the UI's record of every plan and holds the marks of two-phase confirmation.
 PLAN_ASSETS = [
     AssetSpec(
-        plan_asset_key(job.name), group_name="sweeps", kinds={"plan"},
+        plan_asset_key(job.name), group_name="sweeps", kinds={"plan"}, partitions_def=FLEET_PARTITIONS,
         description=f"Every plan of {job.name}: targets, what was spared and why, and since when each target "
         "has been in the plans (two observations confirm a target before it is acted on).",
     )
@@ -44,6 +45,7 @@ PLAN_ASSETS = [
 ACTION_ASSETS = [
     AssetSpec(
         actions_asset_key(job.name), deps=[plan_asset_key(job.name)], group_name="sweeps", kinds={"plan"},
+        partitions_def=FLEET_PARTITIONS,
         description=f"What each real run of {job.name} did: acted, skipped at re-check (and why), failed, "
         "marked (first sightings, not yet acted on).",
     )

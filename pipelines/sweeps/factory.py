@@ -25,6 +25,7 @@ from dagster import (
     op,
 )
 
+from pipelines.common.fleets import FLEET_PARTITIONS, exclusive, fleet_schedule
 from pipelines.common.requests import RequestableJob, requestable
 from pipelines.common.safety import ActResult, SweepConfig
 from pipelines.sweeps.plans import SweepPlan, guarded_act, plan_output
@@ -82,16 +83,15 @@ def sweep_job(
         return guarded_act(context, plan, config, settings, aws, lambda p, result: act(aws, settings, p, result), metric,
                            interval_minutes=interval_minutes)
 
-    @job(name=name, description=description, tags={
-        "dagster/max_retries": "0", "runs-fleet/capability": "sweeps", "runs-fleet/exclusive": name})
+    @job(name=name, description=description, partitions_def=FLEET_PARTITIONS, tags={
+        "dagster/max_retries": "0", "runs-fleet/capability": "sweeps", **exclusive(name)})
     def sweep() -> None:
         act_step(plan_step())
 
-    schedule = ScheduleDefinition(
+    schedule = fleet_schedule(
         name=schedule_name,
         job=sweep,
         cron_schedule=cron,
-        execution_timezone="UTC",
         default_status=DefaultScheduleStatus.STOPPED,
         description=f"{cron} (UTC): {name}. Destructive: shipped stopped, an operator turns it on.",
     )

@@ -21,11 +21,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import AssetKey, AssetMaterialization, Failure, MetadataValue, Output, TableMetadataValue
+from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, Failure, MetadataValue, Output, TableMetadataValue
 
 from pipelines.common.aws import Metric, put_metrics
 from pipelines.common.reporting import log_plan, outcome_metadata, plan_table
 from pipelines.common.contract import iso, parse_iso
+from pipelines.common.fleets import history_partition
 from pipelines.common.tables import column, table
 from pipelines.common.progress import Progress, watched
 from pipelines.common.safety import (
@@ -123,11 +124,13 @@ def _record(materialization: Any) -> PlanRecord:
     )
 
 
-def read_history(instance: Any, key: AssetKey, log: Any) -> list[PlanRecord]:
-    """The sweep's earlier plans, newest first. Unreadable history is no history: every target is
-    then a first sighting (a delay, never an action) and the gate has nothing to compare with."""
+def read_history(instance: Any, key: AssetKey, log: Any, partition: str | None = None) -> list[PlanRecord]:
+    """The sweep's earlier plans (of ``partition``, the fleet, if any), newest first. Unreadable history is
+    no history: every target is then a first sighting (a delay, never an action) and the gate has nothing
+    to compare with."""
     try:
-        records = instance.fetch_materializations(key, limit=HISTORY).records
+        records_filter = key if partition is None else AssetRecordsFilter(asset_key=key, asset_partitions=[partition])
+        records = instance.fetch_materializations(records_filter, limit=HISTORY).records
     except Exception as error:  # storage trouble must not turn into action
         log.warning(f"plan history of {key.to_user_string()} unreadable ({type(error).__name__}): "
                     "every target is a first sighting")
@@ -145,7 +148,9 @@ def plan_output(context: Any, plan: SweepPlan) -> Any:
     """Log the plan, materialize the sweep's plan asset (marks, sizes), and output the plan."""
     log = context.log
     key = plan_asset_key(context.job_name)
-    plan.history = read_history(context.instance, key, log)
+    # Per fleet: each fleet's marks and baseline are its own (one fleet's plans confirm nothing in another).
+    partition = history_partition(context)
+    plan.history = read_history(context.instance, key, log, partition)
     plan.observed_at = utcnow()
     plan.marks = carry_marks(plan.targets, plan.history[0] if plan.history else None, plan.observed_at)
     log_plan(log, plan.kind, plan.actions, plan.found)
@@ -169,7 +174,7 @@ def plan_output(context: Any, plan: SweepPlan) -> Any:
         "kept_in_use": MetadataValue.int(outcomes["job running"] + outcomes["in use"]),
     }
     marks = dict(list(plan.marks.items())[:MAX_MARKS])
-    yield AssetMaterialization(asset_key=key, description=f"{plan.kind} plan", metadata={
+    yield AssetMaterialization(asset_key=key, partition=partition, description=f"{plan.kind} plan", metadata={
         **counts,
         "plan": table,
         "observed_at": iso(plan.observed_at),
@@ -271,6 +276,7 @@ def guarded_act(
     metadata: Mapping[str, Any] = {**outcome_metadata(result), **marked}
     # The actions asset: what each real run did, downstream of the plan it acted on (lineage).
     context.log_event(AssetMaterialization(asset_key=actions_asset_key(context.job_name),
+                                           partition=history_partition(context),
                                            description=f"{plan.kind}: what the sweep did", metadata=metadata))
     if result.failed:
         raise Failure(

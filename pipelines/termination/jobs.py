@@ -11,6 +11,7 @@ from typing import Any
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
+from pipelines.common.fleets import FLEET_PARTITIONS
 from pipelines.common.contract import md_cell as _cell
 from pipelines.common.safety import is_dry_run
 from pipelines.termination.drain import DrainOptions, DrainReport, drain_terminations
@@ -167,6 +168,7 @@ def _metadata(report: DrainReport, elapsed: float) -> dict[str, Any]:
 
 @job(
     description="Process runner terminations from the termination FIFO queue (woken by termination_queue_sensor).",
+    partitions_def=FLEET_PARTITIONS,
     tags={EXCLUSIVE_TAG: "process_terminations", **CAPABILITY_TAGS, **NO_RETRY_ON_OP_FAILURE},
 )
 def process_terminations() -> None:
@@ -209,6 +211,7 @@ def replay_termination_dlq(
 
 @job(
     description="Operator job: replay the termination DLQ into the termination queue (config: max_messages, dry_run).",
+    partitions_def=FLEET_PARTITIONS,
     tags={EXCLUSIVE_TAG: "redrive_termination_dlq", **CAPABILITY_TAGS},
 )
 def redrive_termination_dlq() -> None:
