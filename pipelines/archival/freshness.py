@@ -17,7 +17,7 @@ the Dagster instance (the `job_archive` materializations).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -49,11 +49,13 @@ def due_at(day: date, after_days: int) -> datetime:
     return datetime.combine(day + timedelta(days=after_days), DUE_AT, tzinfo=timezone.utc)
 
 
-def judge(days: Sequence[str], archived: Mapping[str, datetime], now: datetime, after_days: int) -> Verdict:
-    """Missing, late and pending days among ``days`` (partition keys), given when each was first archived."""
+def judge(days: Sequence[str], archived: Mapping[str, datetime], now: datetime, after_days: int,
+          day_of: Callable[[str], str] = str) -> Verdict:
+    """Missing, late and pending days among ``days`` (partition keys), given when each was first archived.
+    ``day_of`` reads a key's YYYY-MM-DD (a date × fleet key, with many fleets, names its fleet too)."""
     missing, late, pending = [], [], []
     for key in days:
-        due = due_at(date.fromisoformat(key), after_days)
+        due = due_at(date.fromisoformat(day_of(key)), after_days)
         if due > now:
             continue  # not due yet
         when = archived.get(key)

@@ -12,6 +12,7 @@ from typing import Any
 from dagster import (
     AssetCheckEvaluation, AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetKey,
     AssetMaterialization, AssetSpec, Config, DailyPartitionsDefinition, DefaultScheduleStatus, MetadataValue,
+    MultiPartitionsDefinition,
     OpExecutionContext, Output, RunRequest, ScheduleEvaluationContext, SkipReason, in_process_executor, job, op,
     asset_check, schedule,
 )
@@ -26,7 +27,7 @@ from pipelines.common.contract import object_link
 from pipelines.common.safety import is_dry_run
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
-from pipelines.common.fleets import FLEETS, by_fleet, fleet_run_requests, partition_key, run_day
+from pipelines.common.fleets import DATE_DIMENSION, FLEETS, by_fleet, fleet_run_requests, partition_key, run_day
 from resources.settings import FleetSettings
 
 ARCHIVE_START_DATE = archive_start()  # RUNS_FLEET_ARCHIVE_START, else 90 days back (pipelines/archival/start.py)
@@ -74,7 +75,14 @@ def on_time_verdict(instance: Any, now: datetime, just_archived: str | None = No
     if just_archived:
         archived.setdefault(just_archived, now)  # this run's materialization is stored after the op yields
     days = job_archive_partitions.get_partition_keys(current_time=now)
-    return judge(days, archived, now, ARCHIVE_AFTER_DAYS)
+    return judge(days, archived, now, ARCHIVE_AFTER_DAYS, day_of=partition_day)
+
+
+def partition_day(key: str) -> str:
+    """The YYYY-MM-DD of an archive partition key: the key itself, or the date of a date × fleet key."""
+    if isinstance(job_archive_partitions, MultiPartitionsDefinition):
+        return job_archive_partitions.get_partition_key_from_str(str(key)).keys_by_dimension[DATE_DIMENSION]
+    return str(key)
 
 
 @asset_check(asset=JOB_ARCHIVE_ASSET, name=CHECK_ON_TIME, description=(
