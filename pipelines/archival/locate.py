@@ -5,7 +5,6 @@ recorded as metadata (the day, the part and the manifest as s3:// URIs).
 """
 
 # No "from __future__ import annotations": Dagster resolves the op's Config annotation at definition time.
-import unicodedata
 
 from dagster import Config, MetadataValue, OpExecutionContext, Output, in_process_executor, job, op
 from pydantic import Field, field_validator
@@ -13,10 +12,10 @@ from pydantic import Field, field_validator
 from pipelines.archival.index import LookupStats, bucket_prefix, locate_archived_job
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
+from pipelines.common.contract import JOB_ID_MAX, plain_token
 from pipelines.common.fleets import FLEET_PARTITIONS
 from resources.settings import FleetSettings
 
-JOB_ID_MAX = 256  # the longest job id termination processing accepts
 LOCATION_COLUMNS = [
     column("completed_date", description="the archived day (UTC date of completed_at)"),
     column("part", description="s3:// URI of the part holding the job's latest archived version on that day"),
@@ -35,8 +34,8 @@ class LocateConfig(Config):
     @field_validator("job_id")
     @classmethod
     def _plain_token(cls, value: str) -> str:
-        # The rule termination processing applies to a job id: no control, format or separator characters.
-        if any(unicodedata.category(c)[0] in "CZ" for c in value):
+        # The rule termination processing applies to a job id (pipelines.common.contract.plain_token).
+        if not plain_token(value):
             raise ValueError("job_id must be one token: no spaces, control or invisible characters")
         return value
 
