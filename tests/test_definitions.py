@@ -76,3 +76,28 @@ def test_every_job_runs_one_at_a_time():
         if job.name.startswith("__"):
             continue
         assert job.tags.get("runs-fleet/exclusive") == job.name, job.name
+
+
+def test_loading_the_code_location_does_not_import_pandas():
+    """Every run process imports definitions.py; only audit and ledger runs build DataFrames (issue #15)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, definitions; loaded = [m for m in ('pandas', 'numpy', 'matplotlib') if m in sys.modules]; "
+            "print(','.join(loaded) or 'none')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "none"
+
+
+def test_a_lazy_module_imports_on_first_use_only():
+    from pipelines.common.lazy import LazyModule
+
+    lazy = LazyModule("colorsys")  # a stdlib module nothing here imports
+    import sys
+
+    sys.modules.pop("colorsys", None)
+    assert "not imported yet" in repr(lazy) and "colorsys" not in sys.modules
+    assert lazy.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)
+    assert "colorsys" in sys.modules and "(imported)" in repr(lazy)

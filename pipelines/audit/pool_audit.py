@@ -38,7 +38,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+from pipelines.common.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -168,7 +175,7 @@ def load_price_table(path: Path = PRICES_CSV) -> dict[str, float]:
 
 def build_inventory(
     instances: Sequence[ManagedInstance], pools: Mapping[str, PoolRecord], running_jobs: set[str], now: datetime
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """One row per pool: every pool of the table (zeros when empty) and every pool tag seen on an instance."""
     now = utc(now)
     empty = {"running": 0, "stopped": 0, "assigned": 0, "instance_hours": 0.0, "spot_running": 0,
@@ -219,9 +226,9 @@ def build_inventory(
 
 
 def cost_report(
-    inventory: pd.DataFrame, prices: Mapping[str, float], *, price_list: Mapping[str, float] | None = None,
+    inventory: "pd.DataFrame", prices: Mapping[str, float], *, price_list: Mapping[str, float] | None = None,
     spot_history: Mapping[str, float] | None = None,
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Price the inventory per pool (see the module docstring for every formula).
 
     ``prices`` is the shipped table; ``price_list`` (AWS Price List, on-demand) and
@@ -263,7 +270,7 @@ def cost_report(
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
-def fleet_totals(report: pd.DataFrame) -> dict[str, Any]:
+def fleet_totals(report: "pd.DataFrame") -> dict[str, Any]:
     """Fleet-wide sums; a cost total covers the pools whose cost is known and names the others."""
     running, stopped = int(report["running"].sum()), int(report["stopped"].sum())
     assigned = int(report["assigned"].sum())
@@ -285,7 +292,7 @@ def fleet_totals(report: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def with_fleet_row(report: pd.DataFrame, totals: Mapping[str, Any]) -> pd.DataFrame:
+def with_fleet_row(report: "pd.DataFrame", totals: Mapping[str, Any]) -> "pd.DataFrame":
     """The report plus one `(fleet)` row of totals (for the CSV and the table metadata)."""
     fleet = {
         "pool": FLEET_ROW, "in_pools_table": None, "instance_type": None, "running": totals["running"],
@@ -300,7 +307,7 @@ def with_fleet_row(report: pd.DataFrame, totals: Mapping[str, Any]) -> pd.DataFr
     return pd.concat([report, pd.DataFrame([fleet], columns=REPORT_COLUMNS)], ignore_index=True)
 
 
-def report_csv(report: pd.DataFrame, totals: Mapping[str, Any]) -> bytes:
+def report_csv(report: "pd.DataFrame", totals: Mapping[str, Any]) -> bytes:
     """CSV of the per-pool report and its fleet row; unknown values are empty cells, not 0."""
     return with_fleet_row(report, totals).to_csv(index=False, na_rep="").encode()
 
@@ -333,7 +340,7 @@ INVENTORY_TABLE_COLUMNS = [
 ]
 
 
-def report_table(report: pd.DataFrame, totals: Mapping[str, Any]) -> TableMetadataValue:
+def report_table(report: "pd.DataFrame", totals: Mapping[str, Any]) -> TableMetadataValue:
     """The report as table metadata, with its `(fleet)` row last; unknown values are empty cells, never 0."""
     rows = []
     for rec in with_fleet_row(report, totals).to_dict("records"):
@@ -356,7 +363,7 @@ def report_table(report: pd.DataFrame, totals: Mapping[str, Any]) -> TableMetada
     return table(REPORT_TABLE_COLUMNS, rows)
 
 
-def inventory_table(inventory: pd.DataFrame) -> TableMetadataValue:
+def inventory_table(inventory: "pd.DataFrame") -> TableMetadataValue:
     return table(INVENTORY_TABLE_COLUMNS, ({
         "pool": rec["pool"], "in pools table": bool(rec["in_pools_table"]), "type": rec["instance_type"],
         "ebs_gb": rec["ebs_gb"], "price override ($/h)": rec["hourly_price_usd"], "running": rec["running"],
@@ -368,7 +375,7 @@ def inventory_table(inventory: pd.DataFrame) -> TableMetadataValue:
 CHART_WIDTH_INCHES, CHART_DPI = 9.0, 80  # 720 px wide: beside the metadata list without scrolling
 
 
-def render_chart(report: pd.DataFrame) -> bytes:
+def render_chart(report: "pd.DataFrame") -> bytes:
     """A PNG of three bar panels by pool, side by side: compute cost so far, idle cost per hour, utilisation.
 
     Each bar is labelled with its value; an unknown cost is a hatched empty bar labelled
@@ -417,7 +424,7 @@ def render_chart(report: pd.DataFrame) -> bytes:
             plt.close(fig)
 
 
-def cost_metrics(report: pd.DataFrame) -> list[Metric]:
+def cost_metrics(report: "pd.DataFrame") -> list[Metric]:
     """PoolIdleCost, PoolComputeCost, PoolUtilization per pool; unknown values are not published (CloudWatch takes no NaN)."""
     metrics: list[Metric] = []
     for rec in report.to_dict("records"):
@@ -441,7 +448,7 @@ DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=50), w
 
 
 @asset(group_name=REPORT_GROUP, kinds={"aws", "pandas"}, freshness_policy=DAILY_FRESHNESS, partitions_def=FLEET_PARTITIONS)
-def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings) -> Output[pd.DataFrame]:
+def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings) -> Output:
     """Per pool: running, stopped, idle (running, no running job) and assigned instances, and their instance-hours.
 
     From paged DescribeInstances (tag runs-fleet:managed=true), one batched jobs-table lookup per
@@ -470,7 +477,7 @@ def pool_inventory(context: AssetExecutionContext, aws: AwsClients, settings: Fl
 
 
 def aws_prices(
-    context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings, inventory: pd.DataFrame,
+    context: AssetExecutionContext, aws: AwsClients, settings: FleetSettings, inventory: "pd.DataFrame",
     as_of: datetime,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """What AWS says the pools' types cost: (Price List on-demand rates, current spot rates, a note per source).
@@ -538,8 +545,8 @@ def report_checks(totals: Mapping[str, Any]) -> list[AssetCheckResult]:
     ],
 )
 def pool_cost_report(
-    context: AssetExecutionContext, pool_inventory: pd.DataFrame, aws: AwsClients, settings: FleetSettings
-) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+    context: AssetExecutionContext, pool_inventory: Any, aws: AwsClients, settings: FleetSettings
+) -> Iterator[Output | AssetCheckResult]:
     """Per pool: idle cost ($/h), compute cost so far ($), utilisation, plus fleet totals.
 
     Rates: the pool's hourly_price_usd, else the AWS Price List (on-demand, the fleet's region,

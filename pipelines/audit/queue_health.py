@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+from pipelines.common.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
     AssetCheckResult,
@@ -314,7 +321,7 @@ def oldest_message_ages(
 # --- classify -------------------------------------------------------------------------------
 
 
-def health_frame(survey: Survey, ages: Mapping[str, float], thresholds: Thresholds) -> pd.DataFrame:
+def health_frame(survey: Survey, ages: Mapping[str, float], thresholds: Thresholds) -> "pd.DataFrame":
     """One row per queue with its measurements, where its age came from, its class and why."""
     depth_of = {s.ref.name: s.visible for s in survey.stats}
     rows: list[dict[str, Any]] = []
@@ -359,7 +366,7 @@ def health_frame(survey: Survey, ages: Mapping[str, float], thresholds: Threshol
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def depth_snapshot(frame: pd.DataFrame, prefix: str) -> dict[str, int]:
+def depth_snapshot(frame: "pd.DataFrame", prefix: str) -> dict[str, int]:
     """Depths tracked between materializations: each fleet queue and DLQ, and the per-runner totals."""
     present = frame[frame["kind"] != "missing"]
     fleet = present[~present["kind"].isin(RUNNER_KINDS)]
@@ -382,7 +389,7 @@ class CheckOutcome:
         return self.status == HEALTHY
 
 
-def dlq_check(frame: pd.DataFrame, thresholds: Thresholds) -> CheckOutcome:
+def dlq_check(frame: "pd.DataFrame", thresholds: Thresholds) -> CheckOutcome:
     """Worst DLQ (fleet and per-runner) by the messages it holds."""
     dlqs = frame[frame["kind"].isin(DLQ_KINDS)]
     if dlqs.empty:
@@ -399,7 +406,7 @@ def dlq_check(frame: pd.DataFrame, thresholds: Thresholds) -> CheckOutcome:
     )
 
 
-def age_check(frame: pd.DataFrame, thresholds: Thresholds) -> CheckOutcome:
+def age_check(frame: "pd.DataFrame", thresholds: Thresholds) -> CheckOutcome:
     """Worst oldest-message age among source queues whose age is known."""
     sources = frame[~frame["kind"].isin(DLQ_KINDS | {"missing"})]
     known = sources[sources["age_source"] == "cloudwatch"]
@@ -445,7 +452,7 @@ def growth_check(previous: Mapping[str, int] | None, current: Mapping[str, int],
     )
 
 
-def queue_metric_data(frame: pd.DataFrame, prefix: str) -> list[dict[str, Any]]:
+def queue_metric_data(frame: "pd.DataFrame", prefix: str) -> list[dict[str, Any]]:
     """QueueDepth and DLQDepth, dimension Queue: each fleet queue, plus one total for all per-runner queues.
 
     Per-runner queues are summed, not published one by one: thousands of short-lived custom
@@ -487,7 +494,7 @@ QUEUE_TABLE_COLUMNS = [
 ]
 
 
-def queues_table(frame: pd.DataFrame) -> TableMetadataValue:
+def queues_table(frame: "pd.DataFrame") -> TableMetadataValue:
     """Fleet queues always, then the non-healthy per-runner queues (worst first), capped for the UI."""
     fleet = frame[~frame["kind"].isin(RUNNER_KINDS)]
     runner = frame[frame["kind"].isin(RUNNER_KINDS) & (frame["status"] != HEALTHY)]
@@ -506,7 +513,7 @@ def _count(value: Any) -> int | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
-def dead_letters(frame: pd.DataFrame) -> tuple[int, int]:
+def dead_letters(frame: "pd.DataFrame") -> tuple[int, int]:
     """(messages in every DLQ, the deepest DLQ's depth): the numbers the asset page plots."""
     dlqs = frame[frame["kind"].isin(DLQ_KINDS)]
     if dlqs.empty:
@@ -607,7 +614,7 @@ def _previous_depths(context: AssetExecutionContext) -> Mapping[str, int] | None
 )
 def queue_health(
     context: AssetExecutionContext, config: QueueHealthConfig, aws: AwsClients, settings: FleetSettings
-) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+) -> Iterator[Output | AssetCheckResult]:
     """Every fleet queue's visible, in-flight, delayed, DLQ depth and oldest-message age, classed healthy /
     degraded / unhealthy.
 

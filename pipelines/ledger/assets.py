@@ -7,7 +7,14 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+from pipelines.common.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -127,7 +134,7 @@ def _overdue_text(items: list[Any]) -> str:
     ],
 )
 def fleet_ledger(context: AssetExecutionContext, config: LedgerConfig, aws: AwsClients, settings: FleetSettings
-                 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+                 ) -> Iterator[Output | AssetCheckResult]:
     """Every runner that left a trace, and what is left of it: live, finished_clean, leaked (which pieces, since
     when) or stuck (a job running on a gone runner).
 

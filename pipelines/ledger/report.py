@@ -7,7 +7,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+from pipelines.common.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from pipelines.audit.pool_audit import PoolRecord
