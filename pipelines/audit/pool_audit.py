@@ -36,16 +36,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
-
-from pipelines.common.lazy import LazyModule
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 else:
-    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
+    from pipelines.common.lazy import pandas as pd  # imported by the first DataFrame built
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,

@@ -28,16 +28,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
-
-from typing import TYPE_CHECKING
-
-from pipelines.common.lazy import LazyModule
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 else:
-    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
+    from pipelines.common.lazy import pandas as pd  # imported by the first DataFrame built
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
     AssetCheckResult,

@@ -46,6 +46,28 @@ def backoff_sleep(attempt: int, *, base: float = 0.05, cap: float = 5.0, sleep: 
     sleep(random.uniform(0, min(cap, base * (2**attempt))))
 
 
+@dataclass(frozen=True)
+class ConditionalUpdate:
+    """A conditional UpdateItem's result: applied (with the response), or its condition failed (with the
+    item as it was then, None when there was no item)."""
+
+    applied: bool
+    response: dict[str, Any] = field(default_factory=dict)
+    old_item: dict[str, Any] | None = None
+
+
+def update_if(dynamodb: Any, **request: Any) -> ConditionalUpdate:
+    """UpdateItem whose failed condition is an answer, not an error: DynamoDB returns the item as it was
+    (``ReturnValuesOnConditionCheckFailure=ALL_OLD``, one call, no read after). Other errors raise."""
+    try:
+        response = dynamodb.update_item(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+    except ClientError as error:
+        if error_code(error) != "ConditionalCheckFailedException":
+            raise
+        return ConditionalUpdate(False, old_item=error.response.get("Item") or None)
+    return ConditionalUpdate(True, response=response)
+
+
 def queue_url(sqs: Any, name_or_url: str) -> str:
     """A queue URL from a URL (returned as is) or a name (resolved with GetQueueUrl)."""
     if name_or_url.startswith(("http://", "https://")):

@@ -34,3 +34,7 @@ class LazyModule:
     def __repr__(self) -> str:
         state = "imported" if self.__dict__["_module"] is not None else "not imported yet"
         return f"<lazy module {self.__dict__['_name']} ({state})>"
+
+
+# The audit's and the ledger's ``pd`` (their modules import it under ``TYPE_CHECKING`` for types).
+pandas = LazyModule("pandas")

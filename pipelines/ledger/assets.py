@@ -7,14 +7,6 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from typing import TYPE_CHECKING
-
-from pipelines.common.lazy import LazyModule
-
-if TYPE_CHECKING:
-    import pandas as pd
-else:
-    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,

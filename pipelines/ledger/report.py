@@ -9,12 +9,10 @@ from datetime import datetime
 
 from typing import TYPE_CHECKING
 
-from pipelines.common.lazy import LazyModule
-
 if TYPE_CHECKING:
     import pandas as pd
 else:
-    pd = LazyModule("pandas")  # imported by the first DataFrame built: other runs never load pandas
+    from pipelines.common.lazy import pandas as pd  # imported by the first DataFrame built
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from pipelines.audit.pool_audit import PoolRecord

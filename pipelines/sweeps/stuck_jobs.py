@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dagster import Config
 from pydantic import Field
 
-from pipelines.common.aws import batch_get_with_retry, error_code
+from pipelines.common.aws import batch_get_with_retry, error_code, update_if
 from pipelines.common.safety import ActResult, PlannedAction
 from pipelines.sweeps import rules
 from pipelines.sweeps.factory import sweep_job
@@ -183,31 +183,27 @@ def recheck(aws: AwsClients, settings: FleetSettings, targets: Mapping[str, Stuc
 
 def mark_interrupted(dynamodb: Any, jobs_table: str, job_id: str, target: StuckTarget) -> str | None:
     """One conditional UpdateItem: running → interrupted. None when done; why not when the condition failed."""
-    try:
-        dynamodb.update_item(
-            TableName=jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression="SET #status = :interrupted, #completed_at = :completed_at, #by = :by",
-            ConditionExpression="#status = :running AND #started_at = :started_at AND #instance_id = :instance_id",
-            ExpressionAttributeNames={"#status": "status", "#completed_at": "completed_at", "#by": "interrupted_by",
-                                      "#started_at": "started_at", "#instance_id": "instance_id"},
-            ExpressionAttributeValues={
-                ":interrupted": {"S": "interrupted"}, ":running": {"S": "running"}, ":by": {"S": INTERRUPTED_BY},
-                ":completed_at": {"S": target.completed_at}, ":started_at": {"S": target.started_at},
-                ":instance_id": {"S": target.instance_id},
-            },
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    except ClientError as error:
-        if error_code(error) != "ConditionalCheckFailedException":
-            raise
-        old = error.response.get("Item")
-        if not old:
-            return "changed just before the update: job record no longer in the table"
-        record = job_record(old)  # only the fields the rule reads are named, never the record
-        return (f"changed just before the update (conditional check failed): status {rules.shown(record.status)}, "
-                f"started_at {rules.shown(record.started_at)}, instance_id {rules.shown(record.instance_id)}")
-    return None
+    update = update_if(
+        dynamodb,
+        TableName=jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET #status = :interrupted, #completed_at = :completed_at, #by = :by",
+        ConditionExpression="#status = :running AND #started_at = :started_at AND #instance_id = :instance_id",
+        ExpressionAttributeNames={"#status": "status", "#completed_at": "completed_at", "#by": "interrupted_by",
+                                  "#started_at": "started_at", "#instance_id": "instance_id"},
+        ExpressionAttributeValues={
+            ":interrupted": {"S": "interrupted"}, ":running": {"S": "running"}, ":by": {"S": INTERRUPTED_BY},
+            ":completed_at": {"S": target.completed_at}, ":started_at": {"S": target.started_at},
+            ":instance_id": {"S": target.instance_id},
+        },
+    )
+    if update.applied:
+        return None
+    if update.old_item is None:
+        return "changed just before the update: job record no longer in the table"
+    record = job_record(update.old_item)  # only the fields the rule reads are named, never the record
+    return (f"changed just before the update (conditional check failed): status {rules.shown(record.status)}, "
+            f"started_at {rules.shown(record.started_at)}, instance_id {rules.shown(record.instance_id)}")
 
 
 def interrupt(aws: AwsClients, settings: FleetSettings, plan: SweepPlan, result: ActResult | None = None) -> ActResult:

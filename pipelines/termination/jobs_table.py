@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from pipelines.common.aws import error_code
+from pipelines.common.aws import error_code, update_if
 from pipelines.common.contract import FINISHED_STATUSES, iso, parse_iso as parse_time
 from pipelines.termination.messages import Termination
 
@@ -110,24 +110,21 @@ def mark_job_done(dynamodb: Any, table: str, termination: Termination, *, receiv
         names["#started_at"] = "started_at"
         values[":started_at"] = {"S": termination.started_at}
         sets.append("#started_at = :started_at")
-    try:
-        response = dynamodb.update_item(
-            TableName=table,
-            Key={"job_id": {"S": termination.job_id}},
-            # interrupted_by goes: the record now says how the job really ended, and a repeat
-            # of this message must find it finished (not overwrite it again, publishing twice).
-            # A new completion has no published metrics yet.
-            UpdateExpression="SET " + ", ".join(sets) + " REMOVE #interrupted_by, #published",
-            ConditionExpression="#status = :running OR (#status = :interrupted AND #interrupted_by = :sweep)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_OLD",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    except ClientError as error:
-        if error_code(error) != "ConditionalCheckFailedException":
-            raise
-        old = error.response.get("Item")
+    update = update_if(
+        dynamodb,
+        TableName=table,
+        Key={"job_id": {"S": termination.job_id}},
+        # interrupted_by goes: the record now says how the job really ended, and a repeat
+        # of this message must find it finished (not overwrite it again, publishing twice).
+        # A new completion has no published metrics yet.
+        UpdateExpression="SET " + ", ".join(sets) + " REMOVE #interrupted_by, #published",
+        ConditionExpression="#status = :running OR (#status = :interrupted AND #interrupted_by = :sweep)",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+        ReturnValues="ALL_OLD",
+    )
+    if not update.applied:
+        old = update.old_item
         if not old:
             return JobUpdate("unknown_job", termination.job_id)
         record = {k: _value(old, k) for k in ("status", "completed_at", "started_at", "duration_seconds", PUBLISHED)}
@@ -139,7 +136,7 @@ def mark_job_done(dynamodb: Any, table: str, termination: Termination, *, receiv
             duration_seconds=record_duration(record), status=previous, completed_at=record["completed_at"],
             metrics_due=metrics_due_on_repeat(record, termination, completed_at),
         )
-    old = response.get("Attributes", {})
+    old = update.response.get("Attributes", {})
     duration = termination.duration_seconds
     started = termination.started_at or _string(old, "started_at")
     if duration is None and started:
