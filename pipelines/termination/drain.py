@@ -245,6 +245,10 @@ def drain_terminations(
                 report.batches += 1
                 messages = [_read(m, settings) for m in raw]
                 done = _process_batch(aws, settings, messages, report, executor, options, log)
+                # One Dagster event per work batch (each costs a storage write); the routine line
+                # per message goes to this module's Python logger, with ids, never a body.
+                log.info(f"batch {report.batches}: {len(messages)} message(s), {len(done)} handled, "
+                         f"{len(messages) - len(done)} left for a retry")
                 _delete(aws.sqs, url, done, report, log)
                 progress.update(report.received)
             finally:
@@ -320,7 +324,7 @@ def _process_batch(
         if isinstance(m.parsed, Invalid):
             m.error = f"invalid message: {m.parsed.reason}"
         elif isinstance(m.parsed, Ignored):
-            log.info(f"ignored {m.ids}: {m.parsed.reason}")
+            logger.info(f"ignored {m.ids}: {m.parsed.reason}")
 
     # Mark jobs done, in parallel across jobs: each is its own conditional UpdateItem. Two
     # messages for one job (a repeat in the same batch) go in order, so the second one
@@ -374,16 +378,16 @@ def _process_batch(
         assert isinstance(m.parsed, Termination)
         if m.job is None:  # an ECS stop: the event names no job
             report.processed += 1
-            log.info(f"cleaned up stopped ECS task {m.ids}: {m.parsed.stopped_reason or 'no reason given'}")
+            logger.info(f"cleaned up stopped ECS task {m.ids}: {m.parsed.stopped_reason or 'no reason given'}")
             continue
         outcome = m.job.outcome
         if outcome == "marked_done":
             report.processed += 1
-            log.info(f"job marked {m.parsed.status} {m.ids} pool={m.job.pool}; runner cleaned up")
+            logger.info(f"job marked {m.parsed.status} {m.ids} pool={m.job.pool}; runner cleaned up")
         elif outcome == "already_done":
             report.already_done += 1
             caught_up = "; its metrics published now (an earlier attempt did not)" if m.job.metrics_due else ""
-            log.info(f"job already {m.job.previous_status} {m.ids}: a repeat; runner cleaned up{caught_up}")
+            logger.info(f"job already {m.job.previous_status} {m.ids}: a repeat; runner cleaned up{caught_up}")
         elif outcome == "unknown_job":
             report.unknown_job += 1
             # No record: no pool, and nowhere to remember a publication (a redelivery would count
