@@ -47,12 +47,12 @@ def chromium_or_reason() -> tuple[str | None, str]:
         return None, f"{missing}, and the test setup installs Debian's chromium only as root"
     if shutil.which("apt-get") is None:
         return None, f"{missing}, and apt-get is not available to install it"
-    installed, outcome = _apt_get("install", "-y", "--no-install-recommends", "chromium")
+    installed, outcome = _apt_get("install", "-y", "chromium")
     if not installed:
         updated, update_outcome = _apt_get("update")
         if not updated:
             return None, f"{missing}; installing it failed ({outcome}), and so did {update_outcome}"
-        installed, outcome = _apt_get("install", "-y", "--no-install-recommends", "chromium")
+        installed, outcome = _apt_get("install", "-y", "chromium")
     if installed and (path := find_chromium()):
         return path, ""
     return None, f"{missing}; installing Debian's chromium failed: {outcome}"
