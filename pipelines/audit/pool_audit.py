@@ -312,12 +312,16 @@ def report_key(as_of: datetime) -> str:
     return f"reports/pool_cost/date={utc(as_of):%Y-%m-%d}/pool_cost.csv"
 
 
-# Cost columns first after the pool's name: they are what the operator opens the report for.
+# Cost columns first, then the pool's name: they are what the operator opens the report for,
+# and the asset page shows the metadata table from x 716 px and clips it at 1160 px in a
+# 1600-px-wide window, so with `pool` (as wide as "(fleet)") before them the utilisation
+# header was cut off (tests/test_ui_smoke.py measures it). A report has a row per pool, far
+# below the 500-row cap, so its first column never carries the "… more" row's text.
 REPORT_TABLE_COLUMNS = [
-    column("pool"),
     column("idle cost ($/h)", "float", "stopped × ebs_gb × $0.10 per GB-month ÷ 730, to the cent; empty: unknown"),
     column("compute cost ($)", "float", "running × hourly rate × mean uptime hours, to the cent; empty: unknown"),
     column("utilisation (%)", "float", "assigned ÷ (running + stopped); empty: the pool has no instances"),
+    column("pool"),
     column("running", "int"), column("stopped", "int"), column("idle", "int"), column("assigned", "int"),
     column("type"),
     column("rate ($/h)", "float", "on-demand hourly rate; empty: no price for the type"),
@@ -342,10 +346,10 @@ def report_table(report: "pd.DataFrame", totals: Mapping[str, Any]) -> TableMeta
     for rec in with_fleet_row(report, totals).to_dict("records"):
         fleet = rec["pool"] == FLEET_ROW
         rows.append({
-            "pool": rec["pool"],
             "idle cost ($/h)": _cents(rec["idle_cost_usd_per_hour"]),
             "compute cost ($)": _cents(rec["compute_cost_usd"]),
             "utilisation (%)": _percent(rec["utilisation"]),
+            "pool": rec["pool"],
             "running": rec["running"], "stopped": rec["stopped"], "idle": rec["idle"], "assigned": rec["assigned"],
             "type": rec["instance_type"],
             # A unit price, not an amount: AWS quotes it to the hundredth of a cent, and cents would be 4 % off.

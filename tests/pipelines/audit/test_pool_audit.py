@@ -226,18 +226,19 @@ def test_assets_materialize_with_table_chart_csv_and_metrics(aws, settings):
 
     md = result.asset_materializations_for_node("pool_cost_report")[0].metadata
     table = md["report"].value
-    # The cost columns come first, right after the pool's name.
-    assert columns(table)[:4] == ["pool", "idle cost ($/h)", "compute cost ($)", "utilisation (%)"]
-    storage = row_for(table, "storage")
+    # The cost columns come first, then the pool's name (tests/test_ui_smoke.py: visible without scrolling).
+    assert columns(table)[:4] == ["idle cost ($/h)", "compute cost ($)", "utilisation (%)", "pool"]
+    storage = row_for(table, "storage", "pool")
     assert [storage[c] for c in ("type", "running", "stopped", "idle", "assigned", "rate ($/h)", "price source",
                                  "compute cost ($)")] == ["i3.large", 1, 0, 0, 1, None, "unknown", None]  # unknown
-    assert row_for(table, "ghost")["in pools table"] is False and row_for(table, "small")["in pools table"] is True
-    assert column(table, "pool")[-1] == "(fleet)" and row_for(table, "empty")["utilisation (%)"] is None  # n/a
+    assert row_for(table, "ghost", "pool")["in pools table"] is False
+    assert row_for(table, "small", "pool")["in pools table"] is True
+    assert column(table, "pool")[-1] == "(fleet)" and row_for(table, "empty", "pool")["utilisation (%)"] is None  # n/a
     # Money to the cent, ratios as percentages.
-    assert row_for(table, "large")["compute cost ($)"] == round(expected["large"]["compute"], 2)
-    assert row_for(table, "small")["idle cost ($/h)"] == round(60 * GB_MONTH, 2)
-    assert row_for(table, "small")["utilisation (%)"] == round(100 * 2 / 6, 1)
-    assert row_for(table, "(fleet)")["utilisation (%)"] == round(100 * 4 / 12, 1)
+    assert row_for(table, "large", "pool")["compute cost ($)"] == round(expected["large"]["compute"], 2)
+    assert row_for(table, "small", "pool")["idle cost ($/h)"] == round(60 * GB_MONTH, 2)
+    assert row_for(table, "small", "pool")["utilisation (%)"] == round(100 * 2 / 6, 1)
+    assert row_for(table, "(fleet)", "pool")["utilisation (%)"] == round(100 * 4 / 12, 1)
     chart = md["chart"].value
     assert chart.startswith("![") and "(data:image/png;base64," in chart
     png = base64.b64decode(chart.split("base64,", 1)[1].rstrip(")"))

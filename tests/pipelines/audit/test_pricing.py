@@ -207,8 +207,8 @@ def test_the_report_names_the_source_of_each_pool_and_warns_once_when_the_price_
 
     md = result.asset_materializations_for_node("pool_cost_report")[0].metadata
     table = md["report"].value
-    assert row_for(table, "spotty")["price source"] == f"{SHIPPED_CSV} + {SPOT_HISTORY}"
-    assert row_for(table, "spotty")["spot"] == 1
+    assert row_for(table, "spotty", "pool")["price source"] == f"{SHIPPED_CSV} + {SPOT_HISTORY}"
+    assert row_for(table, "spotty", "pool")["spot"] == 1
     assert "unavailable" in md["price_notes"].value["price-list"]
     warnings = [e.user_message for e in instance.all_logs(result.run_id)
                 if e.level == logging.WARNING and e.dagster_event is None]
