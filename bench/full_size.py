@@ -70,11 +70,12 @@ def report(piece: str, size: str, model, minimum: dict, wall: float, **extra) ->
     print(f"\n== {piece} ({size}): wall {wall:.1f} s, floor {floor:.1f} s, wall/floor {wall / floor:.2f}; "
           f"calls {total}, minimum {least}, ratio {total / least:.3f}; throttled attempts {summary['throttled']}; "
           f"moto slower than the model on {summary['moto_over']} calls (+{summary['moto_excess_s']} s summed)")
-    print(f"   {'API':34} {'made':>7} {'min':>7} {'throttled':>9} {'max conc':>8} {'floor s':>8}")
+    print(f"   {'API':34} {'made':>7} {'min':>7} {'throttled':>9} {'max conc':>8} {'floor s':>8} {'stand-in s':>10}")
     for api in sorted(set(made) | set(minimum)):
         s = model.stats.get(api)
         print(f"   {api:34} {made.get(api, 0):>7} {minimum.get(api, 0):>7} {s.throttled if s else 0:>9} "
-              f"{s.max_in_flight if s else 0:>8} {per_api.get(api, 0):>8.2f}")
+              f"{s.max_in_flight if s else 0:>8} {per_api.get(api, 0):>8.2f} {s.moto_excess if s else 0:>10.1f}")
+    print("   (stand-in s: time moto and botocore's parsing took beyond the modelled latency, summed over calls)")
     row = {"piece": piece, "size": size, "wall": round(wall, 1), "floor": round(floor, 2),
            "wall_floor": round(wall / floor, 2), "calls": total, "minimum": least,
            "ratio": round(total / least, 3), "throttled": summary["throttled"],
