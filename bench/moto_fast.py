@@ -248,6 +248,7 @@ def serializer_keys() -> None:
     picker = serialize.AttributePicker
     original = picker.__dict__["__call__"]
     cache: dict[tuple, tuple[Any, list[str]]] = {}
+    transforms: dict[tuple, list] = {}  # pickers live as long as moto's responses: ids are not reused
 
     def __call__(self, context):
         obj, shape = context.obj, context.shape
@@ -266,10 +267,19 @@ def serializer_keys() -> None:
         else:
             value = None
         if self.response_transformers:
-            key_path = f"{context.key_path}.{context.key}"
-            for transform_path, transform in self.response_transformers.items():
-                if key_path.endswith(transform_path):
-                    return transform(value)
+            # Only a transform whose path ends in this key can match ``key_path.endswith(path)``:
+            # a dotted path's last name equal to the key, or an undotted one the key ends with.
+            tkey = (id(self), context.key)
+            candidates = transforms.get(tkey)
+            if candidates is None:
+                candidates = transforms[tkey] = [
+                    (path, transform) for path, transform in self.response_transformers.items()
+                    if (path.rsplit(".", 1)[-1] == context.key if "." in path else context.key.endswith(path))]
+            if candidates:
+                key_path = f"{context.key_path}.{context.key}"
+                for transform_path, transform in candidates:
+                    if key_path.endswith(transform_path):
+                        return transform(value)
         return value
 
     _swap(picker, "__call__", __call__)
