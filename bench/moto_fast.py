@@ -83,7 +83,9 @@ def ssm_describe() -> None:
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     original = SimpleSystemManagerBackend.describe_parameters
-    state = threading.local()
+    # moto's server answers each request on a thread of its own: one cache for all of them.
+    cache: dict[tuple, tuple[int, list]] = {}
+    cache_lock = threading.Lock()
     versions: dict[int, int] = {}  # id(backend) -> writes seen
 
     def bump(method_name: str) -> None:
@@ -130,10 +132,14 @@ def ssm_describe() -> None:
         token = int(token.strip()) if isinstance(token, str) and token.strip() else 0
         key = (id(self.ssm_backend), json.dumps([filters, parameter_filters], sort_keys=True, default=str))
         version = versions.get(id(self.ssm_backend), 0)
-        cached = getattr(state, "cache", {}).get(key)
+        with cache_lock:
+            cached = cache.get(key)
         if token == 0 or cached is None or cached[0] != version:
             result = self.ssm_backend.describe_parameters(filters, parameter_filters)
-            state.cache = {key: (version, result)}
+            with cache_lock:
+                if len(cache) > 64:
+                    cache.clear()
+                cache[key] = (version, result)
         else:
             result = cached[1]
         page = result[token:token + page_size]
