@@ -10,6 +10,7 @@ installs them all and returns a function that puts moto back.
 | ``ec2_instance_ids`` | DescribeInstances with ``InstanceIds`` tests every id against every reservation (ids x reservations per call) | a set |
 | ``ssm_describe`` | DescribeParameters filters every parameter for each page, 10 a page whatever ``MaxResults`` says; a ``Name`` filter tests each parameter against every name | one filtered list per pagination (recomputed on page 1 and after any write), ``MaxResults`` honoured up to AWS's 50; a ``Name`` (Equals) filter looks the names up |
 | ``sqs_retention`` | each received message's retention check builds every queue attribute, counting all messages: quadratic per receive | the queue's retention period read directly |
+| ``sqs_send`` | validating and sending each message builds every queue attribute twice, each counting all its messages (a 10,000-message FIFO queue: hours to fill) | while a message is validated and sent, the one attribute read (ContentBasedDeduplication) is read directly; the visible-messages list reads the clock once, not twice per message |
 | ``dynamodb_transact`` | ``TransactWriteItems`` deep-copies every table it names before each transaction (100,000 records per 100 deletes) | conditions checked first for all items; nothing written unless all pass; the items written are snapshotted and put back if a write fails |
 | ``dynamodb_json`` | moto 5.2's model-driven response serialiser (~5 ms an item) | ``json.dumps`` of the same wire dict |
 | ``serializer_keys`` | the same serialiser works out every attribute's possible names (six alias rules) for every object it writes: ~5 ms an instance in a DescribeInstances page | the names worked out once per (picker, class, attribute, shape) |
@@ -163,6 +164,45 @@ def sqs_retention() -> None:
     _swap(SQSBackend, "is_message_valid_based_on_retention_period", is_message_valid_based_on_retention_period)
 
 
+def sqs_send() -> None:
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.models import Queue, SQSBackend
+
+    full = Queue.__dict__["attributes"]
+    cheap = threading.local()
+
+    def attributes(self):
+        # While a message is validated and sent, moto reads only ContentBasedDeduplication
+        # from every queue attribute it builds (counting all messages, twice per message).
+        if getattr(cheap, "on", 0):
+            value = getattr(self, "content_based_deduplication", None)
+            return {"ContentBasedDeduplication": str(value).lower() if isinstance(value, bool) else value}
+        return full.fget(self)
+
+    def sending(method_name: str) -> None:
+        method = SQSBackend.__dict__[method_name]
+
+        def wrapper(self, *args, **kwargs):
+            cheap.on = getattr(cheap, "on", 0) + 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                cheap.on -= 1
+
+        _swap(SQSBackend, method_name, wrapper)
+
+    _swap(Queue, "attributes", property(attributes))
+    for name in ("_validate_message", "send_message"):
+        sending(name)
+
+    def messages(self):
+        # One clock reading for the whole list instead of two per message (datetime-based).
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    _swap(Queue, "messages", property(messages))
+
+
 def dynamodb_transact() -> None:
     from moto.dynamodb.exceptions import (
         ConditionalCheckFailed,
@@ -308,7 +348,7 @@ def dynamodb_json() -> None:
 
 PATCHES = {
     "ec2_tag_lookup": ec2_tag_lookup, "ec2_instance_ids": ec2_instance_ids, "ssm_describe": ssm_describe,
-    "sqs_retention": sqs_retention, "dynamodb_transact": dynamodb_transact, "dynamodb_json": dynamodb_json,
+    "sqs_retention": sqs_retention, "sqs_send": sqs_send, "dynamodb_transact": dynamodb_transact, "dynamodb_json": dynamodb_json,
     "serializer_keys": serializer_keys,
 }
 
