@@ -31,8 +31,10 @@ test: install
 validate: install
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster definitions validate -w workspace.yaml
 
+## Every piece at full size under AWS's latency and rate limits (bench/README.md), after the moto patches' self-test.
 bench: install
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench
+	nice -n 10 $(BIN)/python bench/full_size.py
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache
