@@ -16,10 +16,13 @@ from dagster import Definitions
 
 from pipelines import archival, audit, ledger, sweeps, termination
 from pipelines.common.fleets import FLEETS
+from pipelines.common.progress import route_item_logs
 from resources import deployment_resources, load_aws_clients, load_settings
 from resources.io import load_io_manager, locked_io_manager
 from sensors.housekeeping import build_housekeeping_sensor
 from sensors.termination import build_termination_sensor
+
+route_item_logs()  # per-item lines to the step's compute log (stderr); the event log gets one per batch
 
 # What the housekeeping queue may ask for (the contract's task types) and the jobs they start.
 REQUESTS = [*sweeps.REQUESTS, *archival.REQUESTS, *audit.REQUESTS]

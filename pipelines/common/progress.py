@@ -9,6 +9,8 @@ flood the logs.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -106,3 +108,26 @@ def watched(progress: Progress, count: Callable[[], int], *, poll_seconds: float
             progress.update(count())
         except Exception:
             pass
+
+
+class _CurrentStderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is when a line is logged (Dagster captures a step's stderr as its
+    compute log; a handler holding the stream it saw at import would write past that capture)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # a log line must never fail the work it describes
+            self.handleError(record)
+
+
+def route_item_logs() -> None:
+    """Send the project's per-item lines (the ``pipelines`` loggers, e.g. one per termination message) to
+    the run's stderr, which Dagster keeps as the step's compute log, at INFO. The event log carries one
+    line per work batch instead: an event per item costs a storage write (issue #15). Idempotent."""
+    log = logging.getLogger("pipelines")
+    if not any(isinstance(h, _CurrentStderr) for h in log.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
