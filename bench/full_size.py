@@ -450,6 +450,8 @@ def piece_custodian(scale: float) -> None:
     inner = next((json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("C7NRUN ")), {})
     print("RESULT " + json.dumps({"piece": "custodian", "size": f"{info['running']:,} running",
                                   "wall": round(inner.get("wall", wall), 1), "process_wall": round(wall, 1),
+                                  "wall_less_standin": round(inner.get("wall_less_standin", wall), 1),
+                                  "by_api": inner.get("by_api"),
                                   "calls": inner.get("calls"), "throttled": inner.get("throttled"),
                                   "terminated": terminated, "orphans_by_project_rule": info["orphans"],
                                   "returncode": done.returncode}), flush=True)
