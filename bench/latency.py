@@ -14,7 +14,7 @@ with ``resources.aws.add_client_observer(model.attach)``): nothing in the produc
   instances), as many tokens as it names from its resource bucket; DynamoDB charges
   capacity units per table. An empty bucket answers the attempt as AWS does, after a round
   trip, with the service's throttling error (``RequestLimitExceeded`` for EC2,
-  ``ThrottlingException`` for the JSON services, ``Throttling`` for CloudWatch,
+  ``ThrottlingException`` for the JSON services, ``ThrottlingException`` (CBOR) for CloudWatch,
   ``ProvisionedThroughputExceededException`` for DynamoDB, ``SlowDown`` for S3), so the
   project's botocore retry configuration (standard mode, 5 attempts) handles it for real.
 * **Floor.** :func:`floor` is the least wall time those limits allow for a given set of
