@@ -462,7 +462,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--piece", choices=PIECES + ("all",), default="all")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of every full size (default 1)")
+    parser.add_argument("--table", nargs="+", metavar="LOG", help="print the table from the RESULT lines of run logs")
     args = parser.parse_args()
+    if args.table:
+        print(table([json.loads(line[7:]) for log in args.table for line in Path(log).read_text().splitlines()
+                     if line.startswith("RESULT ")]))
+        return
     if args.piece != "all":
         globals()[f"piece_{args.piece}"](args.scale)
         return
@@ -476,14 +481,25 @@ def main() -> None:
             if line.startswith("RESULT "):
                 rows.append(json.loads(line[7:]))
         process.wait()
-    print("\n| piece | size | calls / minimum | wall s | floor s | wall / floor |")
-    print("|---|---|---|---|---|---|")
+    print(table(rows))
+
+
+def table(rows: list[dict]) -> str:
+    """The README's table from RESULT rows."""
+    out = ["| piece | size | calls / minimum | wall s | floor s | wall / floor | wall less stand-in s | that / floor "
+           "| throttled | other |", "|---|---|---|---|---|---|---|---|---|---|"]
+    skip = {"piece", "size", "calls", "minimum", "ratio", "wall", "floor", "wall_floor", "wall_less_standin",
+            "adjusted_floor", "throttled", "moto_excess_s", "by_api"}
     for r in rows:
+        other = ", ".join(f"{k} {v}" for k, v in r.items() if k not in skip)
         if "floor" in r:
-            print(f"| {r['piece']} | {r['size']} | {r['calls']} / {r['minimum']} = {r['ratio']} | {r['wall']} | "
-                  f"{r['floor']} | {r['wall_floor']} |")
+            out.append(f"| {r['piece']} | {r['size']} | {r['calls']} / {r['minimum']} = **{r['ratio']}** | {r['wall']} | "
+                       f"{r['floor']} | **{r['wall_floor']}** | {r['wall_less_standin']} | {r['adjusted_floor']} | "
+                       f"{r['throttled']} | {other} |")
         else:
-            print(f"| {r['piece']} | {r.get('size', '')} | {r.get('calls')} calls | {r.get('wall')} | | |")
+            out.append(f"| {r['piece']} | {r.get('size', '')} | {r.get('calls')} calls | {r.get('wall')} | | | "
+                       f"{r.get('wall_less_standin', '')} | | {r.get('throttled', '')} | {other} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
