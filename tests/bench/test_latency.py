@@ -77,3 +77,17 @@ def test_floor_is_burst_then_rate_or_the_latency_path():
     assert per_api["ssm:DeleteParameters"] == 49.0  # the bucket, not 250 x 40 ms = 10 s
     assert per_api["sqs:DeleteQueue"] == pytest.approx(75 * 0.02)  # 600 / 8 waves x 20 ms
     assert floor == pytest.approx(49.0 + 1.5)
+
+
+def test_units_come_from_the_calls_parameters(clients):
+    model = LatencyModel()
+    client = clients(1).dynamodb
+    model.attach(client)
+    client.create_table(TableName="u", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    client.transact_write_items(TransactItems=[{"Put": {"TableName": "u", "Item": {"k": {"S": str(n)}}}}
+                                               for n in range(30)])
+    assert model.stats["dynamodb:TransactWriteItems"].units == 60  # 2 write units a transactional item
+    floor, per_api = model.floor({"dynamodb:TransactWriteItems": 1000}, units={"dynamodb:TransactWriteItems": 200_000})
+    assert per_api["dynamodb:TransactWriteItems"] == 49.0
