@@ -1,7 +1,8 @@
 """AWS's latency and documented rate limits, put in front of the moto server for benchmarks.
 
 Attached to the project's own boto3 clients through botocore's event system (register it
-with ``resources.aws.add_client_observer(model.attach)``): nothing in the product changes.
+with ``resources.aws.add_client_observer(model.attach)``; botocore's ``before-parameter-build``,
+``before-send`` and ``response-received`` events): nothing in the product changes.
 
 * **Latency.** Every HTTP attempt takes at least a modelled round trip: uniform between the
   service's ``lo`` and ``hi`` milliseconds (``LATENCY_MS``, seeded). The attempt is sent to
@@ -14,7 +15,7 @@ with ``resources.aws.add_client_observer(model.attach)``): nothing in the produc
   instances), as many tokens as it names from its resource bucket; DynamoDB charges
   capacity units per table. An empty bucket answers the attempt as AWS does, after a round
   trip, with the service's throttling error (``RequestLimitExceeded`` for EC2,
-  ``ThrottlingException`` for the JSON services, ``Throttling`` for CloudWatch,
+  ``ThrottlingException`` for the JSON services, ``ThrottlingException`` (CBOR) for CloudWatch,
   ``ProvisionedThroughputExceededException`` for DynamoDB, ``SlowDown`` for S3), so the
   project's botocore retry configuration (standard mode, 5 attempts) handles it for real.
 * **Floor.** :func:`floor` is the least wall time those limits allow for a given set of
@@ -281,7 +282,8 @@ class LatencyModel:
             client.meta.service_model, "resolved_protocol") else client.meta.service_model.protocol
         events = client.meta.events
 
-        def before_call(model, params, **_):
+        def before_parameter_build(params, model, **_):
+            # The API's own parameters (``before-call`` sees the serialised request instead).
             self._local.call = (f"{service}:{model.name}", params)
 
         def before_send(request, **kwargs):
@@ -355,7 +357,7 @@ class LatencyModel:
                     s.moto_over += 1
                     s.moto_excess += elapsed - latency
 
-        events.register("before-call", before_call)
+        events.register("before-parameter-build", before_parameter_build)
         events.register("before-send", before_send)
         events.register("response-received", response_received)
 
