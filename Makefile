@@ -35,6 +35,7 @@ validate: install
 bench: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench
 	nice -n 10 $(BIN)/python bench/full_size.py
+	nice -n 10 $(BIN)/python bench/fleets.py
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache
