@@ -111,17 +111,25 @@ def find_and_plan(
 
 
 def read_last_modified(ssm: Any, names: list[str]) -> dict[str, datetime]:
-    """Each named parameter's LastModifiedDate now (absent: deleted), 50 names a DescribeParameters filter, paged."""
+    """Each named parameter's LastModifiedDate now (absent: deleted), 50 names a DescribeParameters filter, paged.
+
+    A batch's pages stop once every name asked for has answered: SSM hands back a NextToken with a
+    full page even when nothing is left, and following it costs an empty call per batch.
+    """
     found: dict[str, datetime] = {}
     for batch in chunks(sorted(names), DESCRIBE_PAGE_SIZE):
         pages = ssm.get_paginator("describe_parameters").paginate(
             ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": batch}],
             PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE},
         )
+        wanted = set(batch)
         for page in pages:
             for parameter in page.get("Parameters", []):
                 modified = parameter["LastModifiedDate"]
                 found[parameter["Name"]] = modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
+                wanted.discard(parameter["Name"])
+            if not wanted:
+                break
     return found
 
 

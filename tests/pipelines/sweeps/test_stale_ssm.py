@@ -109,3 +109,22 @@ def test_rerun_after_partial_failure_converges(aws, settings):
     assert remaining(aws, settings) == set()
     assert {a.resource for a in first.done + second.done} == names
     assert stale_ssm.find_and_plan(aws, settings).actions == []
+
+
+def test_the_recheck_reads_each_batch_of_names_in_one_call_when_all_answer(aws, settings):
+    """SSM returns a NextToken with a full page even when nothing is left: the re-check stops once every
+    name of a batch has answered (found by the bench: one empty DescribeParameters per 50 names)."""
+    from tests.builders import hooked_clients
+
+    names = put_params(aws, settings, [f"i-0{n:016x}" for n in range(60)], 120)
+    calls = []
+    counted = hooked_clients("before-call.ssm.DescribeParameters", lambda **_: calls.append(1), services=("ssm",))
+    found = stale_ssm.read_last_modified(counted.ssm, names)
+    assert set(found) == set(names)
+    # moto pages DescribeParameters by 10 whatever MaxResults asks (AWS: up to 50), so the 50 + 10 names take
+    # 5 + 1 full pages; following each batch's last NextToken would add an empty call per batch (8 in all).
+    assert len(calls) == 6
+    # A name with no parameter keeps paging until SSM has nothing more: absence is read, never assumed.
+    calls.clear()
+    found = stale_ssm.read_last_modified(counted.ssm, names[:49] + [settings.ssm_parameter_name("i-0gone")])
+    assert set(found) == set(names[:49]) and len(calls) >= 1
