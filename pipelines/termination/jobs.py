@@ -12,7 +12,7 @@ from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, 
 from pydantic import Field
 
 from pipelines.common.fleets import FLEET_PARTITIONS
-from pipelines.common.contract import md_cell as _cell
+from pipelines.common.tables import column, table
 from pipelines.common.safety import is_dry_run
 from pipelines.termination.drain import DrainOptions, DrainReport, drain_terminations
 from pipelines.termination.outcome import (
@@ -27,6 +27,8 @@ from resources.settings import FleetSettings
 # launched it (the sensor, the UI, the CLI): at most one drain, at most one replay.
 EXCLUSIVE_TAG = "runs-fleet/exclusive"
 CAPABILITY_TAGS = {"runs-fleet/capability": "termination"}
+# A DLQ replay's failures: the message left in the DLQ (or replayed and not deleted) and why.
+REPLAY_FAILURE_COLUMNS = [column("message id"), column("why")]
 # A drain whose messages go to the DLQ fails (report_drain_outcome); re-running it would not
 # help — SQS already redelivers what can be retried — so Dagster must never retry it for an
 # op failure, whatever the instance's run_retries default says. A crashed run is still retried.
@@ -205,7 +207,8 @@ def replay_termination_dlq(
         "dry_run": MetadataValue.bool(dry_run),
         "groups": MetadataValue.int(len(report.groups)),
         "dlq_url": MetadataValue.url(report.dlq_url),
-        "failures": MetadataValue.md("\n".join(f"- {_cell(f)}" for f in report.failed) or "none"),
+        "failures": table(REPLAY_FAILURE_COLUMNS, (dict(zip(("message id", "why"), f.split(": ", 1)))
+                                                   for f in report.failed)),
     })
 
 

@@ -479,3 +479,30 @@ def test_a_run_ends_a_second_after_its_work_not_on_a_full_long_poll(aws, setting
 def text_of(value):
     """A table metadata value's cells as one line of text, for "does the run page name X" assertions."""
     return " | ".join(str(cell) for row in _rows(value) for cell in row.values() if cell is not None)
+
+
+def test_replay_failures_are_a_table_of_message_ids_and_why(aws, settings):
+    """A DLQ replay whose send fails for one message keeps it in the DLQ and lists it as a table row."""
+    dlq_url = aws.sqs.get_queue_url(QueueName="runs-fleet-termination-dlq.fifo")["QueueUrl"]
+    for n in range(2):
+        aws.sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps({"n": n}), MessageGroupId="g",
+                             MessageDeduplicationId=f"f{n}")
+
+    def one_entry_fails(parsed, **_):  # SQS's partial failure: the call succeeds, one entry does not
+        if parsed.get("Successful"):
+            bad = parsed["Successful"].pop(0)
+            parsed.setdefault("Failed", []).append({"Id": bad["Id"], "Code": "InternalError", "SenderFault": False})
+
+    def observe(client):  # the run builds its own clients from the resource: hook every new SQS client
+        if client.meta.service_model.service_name == "sqs":
+            client.meta.events.register("after-call.sqs.SendMessageBatch", one_entry_fails)
+
+    undo = add_client_observer(observe)
+    try:
+        out, metadata = run(aws, settings, job=redrive_termination_dlq, op="replay_termination_dlq")
+    finally:
+        undo()
+    assert out["failed"] == 1 and out["sent"] == 1, out
+    (row,) = _rows(metadata["failures"])
+    assert row["why"] == "InternalError" and row["message id"]
+    assert queue_counts(aws, dlq_url)[0] + queue_counts(aws, dlq_url)[1] == 1  # the failed one stays in the DLQ
