@@ -60,18 +60,9 @@ def speed_up_moto_tag_lookup() -> None:
     DescribeInstances: quadratic in the fleet, 177 s for 2,000 instances. That is the stand-in's
     cost, not the audit's, so the benchmark swaps in a dictionary lookup returning the same list.
     """
-    from moto.ec2.models.core import TaggedEC2Resource
-    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+    from bench import moto_fast
 
-    def get_tags(self):
-        resource_id = getattr(self, "id", None)
-        if not resource_id:
-            return []
-        tags = self.ec2_backend.tags.get(resource_id) or {}
-        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
-        return [{"resource_id": resource_id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
-
-    TaggedEC2Resource.get_tags = get_tags
+    moto_fast.ec2_tag_lookup()  # the one copy of the patch (tests/bench proves its answers equal)
 
 
 def seed_instances(aws, settings, instances: int, pools: int, rng: random.Random, now: datetime) -> dict:
