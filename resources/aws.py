@@ -37,6 +37,9 @@ _client_observers: list[Callable[[Any], None]] = []
 # per identity. Client creation from a shared session is not thread-safe: one lock.
 _sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
+# AwsClients.replaced's instances, by configuration (their clients follow forget_sessions: see client()).
+_variants: dict[tuple, "AwsClients"] = {}
+_variants_lock = threading.Lock()
 
 
 def forget_sessions() -> None:
@@ -111,6 +114,18 @@ class AwsClients(ResourceWithBoto3Configuration):
         botocore_session._credentials = DeferredRefreshableCredentials(  # noqa: SLF001
             method="assume-role", refresh_using=fetcher.fetch_credentials)
         return boto3.session.Session(botocore_session=botocore_session, region_name=self.region_name)
+
+    def replaced(self, **changes: Any) -> "AwsClients":
+        """This resource with some fields changed (a fleet's region and role, a sensor tick's short timeouts),
+        one instance per distinct configuration in the process, so its boto3 clients are built once and not
+        on every tick or run."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        fields.update(changes)
+        key = (type(self), tuple(sorted((k, repr(v)) for k, v in fields.items())))
+        with _variants_lock:
+            if key not in _variants:
+                _variants[key] = type(self)(**fields)
+            return _variants[key]
 
     def credentials(self) -> Any:
         """This identity's current credentials, fetched now (for a role: assumed now, or failing now)."""

@@ -23,7 +23,6 @@ cannot be assumed fails that fleet's runs only, with an error naming the fleet.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,10 +192,7 @@ def fleet_clients(aws: Any, fleet: Fleet) -> Any:
     if fleet.role_arn:
         update["role_arn"] = fleet.role_arn
         update["external_id"] = fleet.external_id
-    if not update:
-        return aws
-    fields = {name: getattr(aws, name) for name in type(aws).model_fields}
-    return type(aws)(**{**fields, **update})
+    return aws.replaced(**update) if update else aws
 
 
 def reach(aws: Any, fleet: Fleet) -> Any:
@@ -211,9 +207,6 @@ def reach(aws: Any, fleet: Fleet) -> Any:
             raise FleetUnreachable(f"fleet {fleet.name}: cannot assume {fleet.role_arn}: {code}: {error}") from error
     return clients
 
-
-# Sanity for names built from a fleet name elsewhere (tags, run keys): the pattern, compiled once.
-FLEET_NAME = re.compile(_FLEET_NAME)
 
 
 def bind_clients(fleets: Fleets, aws: Any, run_tags: Mapping[str, str] | None) -> Any:

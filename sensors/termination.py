@@ -6,7 +6,6 @@ never raises: an AWS error becomes a logged SkipReason, and the next tick tries 
 """
 
 
-import threading
 
 from botocore.exceptions import BotoCoreError, ClientError
 from typing import Any
@@ -39,20 +38,12 @@ NOT_FINISHED_STATUSES = [
 # The tick must stay short even when AWS does not answer: its two calls use clients with
 # short timeouts and a single retry (the run's clients keep the resource's patient ones).
 TICK_TIMEOUTS = {"connect_timeout": 2.0, "read_timeout": 5.0, "max_attempts": 2}
-_tick_clients: dict[tuple, AwsClients] = {}
 _urls: dict[tuple, str] = {}  # (region, endpoint, queue name or URL) -> queue URL
-_tick_lock = threading.Lock()
 
 
 def tick_clients(aws: AwsClients) -> AwsClients:
-    """A copy of ``aws`` with short timeouts, cached so its boto3 clients are built once."""
-    fields = {name: getattr(aws, name) for name in AwsClients.model_fields}
-    fields.update(TICK_TIMEOUTS)
-    key = tuple(sorted((k, repr(v)) for k, v in fields.items()))
-    with _tick_lock:
-        if key not in _tick_clients:
-            _tick_clients[key] = AwsClients(**fields)
-        return _tick_clients[key]
+    """A copy of ``aws`` with short timeouts, kept per configuration so its boto3 clients are built once."""
+    return aws.replaced(**TICK_TIMEOUTS)
 
 
 def build_termination_sensor(job: Any, fleets: Fleets = SINGLE) -> SensorDefinition:

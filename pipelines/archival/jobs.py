@@ -27,7 +27,7 @@ from pipelines.common.contract import object_link
 from pipelines.common.safety import is_dry_run
 from pipelines.common.tables import column, table
 from resources.aws import AwsClients
-from pipelines.common.fleets import DATE_DIMENSION, FLEETS, by_fleet, fleet_run_requests, partition_key, run_day
+from pipelines.common.fleets import DATE_DIMENSION, FLEETS, by_fleet, fleet_run_requests, partition_key
 from resources.settings import FleetSettings
 
 ARCHIVE_START_DATE = archive_start()  # RUNS_FLEET_ARCHIVE_START, else 90 days back (pipelines/archival/start.py)
@@ -165,7 +165,7 @@ def archive_job_records_for_day(
     deleted only in the version that was archived; one that changed since is kept and
     reported (changed_since_archive), and the next run archives its new version.
     """
-    day = date.fromisoformat(run_day(context))
+    day = date.fromisoformat(partition_day(context.partition_key))
     dry_run = is_dry_run(config.dry_run, settings)
     started = time.monotonic()
     result = archive_day(
@@ -256,7 +256,7 @@ def restore_job_records_for_day(
 
     Restoring twice is harmless: records already present as archived are skipped.
     """
-    day = date.fromisoformat(run_day(context))
+    day = date.fromisoformat(partition_day(context.partition_key))
     dry_run = is_dry_run(config.dry_run, settings)
     result = restore_day(
         aws.dynamodb, aws.s3, table=settings.jobs_table, bucket=settings.archive_bucket, day=day,

@@ -65,14 +65,6 @@ def run_fleet(context: Any) -> str:
     return str(key)
 
 
-def run_day(context: Any) -> str:
-    """The day (YYYY-MM-DD) an archival run works on, whichever partition shape it has."""
-    key = context.partition_key
-    if isinstance(key, MultiPartitionKey):
-        return key.keys_by_dimension[DATE_DIMENSION]
-    return str(key)
-
-
 def history_partition(context: Any) -> str | None:
     """The partition a sweep's plan history lives in: its fleet, or none for a single fleet."""
     return run_fleet(context) if FLEET_PARTITIONS is not None else None

@@ -89,10 +89,11 @@ def test_sensor_is_registered_every_30_seconds_for_the_drain_job():
 
 def test_the_queue_url_is_resolved_once_not_on_every_tick(aws, settings):
     from resources import add_client_observer
+    from resources.aws import forget_sessions
     from sensors import termination as module
 
     module._urls.clear()
-    module._tick_clients.clear()
+    forget_sessions()  # clients made before the observer below are made anew
     calls = {"GetQueueUrl": 0}
 
     def count(**_):
