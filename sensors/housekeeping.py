@@ -26,6 +26,7 @@ visibility timeout and the queue's redrive policy moves it to the DLQ after 3 re
 
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -286,21 +287,14 @@ class _FleetTick:
     def __init__(self, context: Any, fleet: str, cursor: str | None) -> None:
         self.instance = context.instance
         self.cursor = cursor
-        self.log = _Prefixed(context.log, f"[fleet {fleet}] ")
+        self.log = _Prefixed(context.log, {"prefix": f"[fleet {fleet}] "})
 
 
-class _Prefixed:
-    def __init__(self, log: Any, prefix: str) -> None:
-        self._log, self._prefix = log, prefix
+class _Prefixed(logging.LoggerAdapter):
+    """The sensor's log (a ``logging.Logger``), each line starting with its fleet."""
 
-    def info(self, message: str) -> None:
-        self._log.info(self._prefix + message)
-
-    def warning(self, message: str) -> None:
-        self._log.warning(self._prefix + message)
-
-    def error(self, message: str) -> None:
-        self._log.error(self._prefix + message)
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.extra['prefix']}{msg}", kwargs
 
 
 def build_housekeeping_sensor(requests: Sequence[RequestableJob], jobs: Sequence[Any],
