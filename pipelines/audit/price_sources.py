@@ -184,8 +184,13 @@ def fetch_spot(ec2: Any, types: Iterable[str], now: datetime) -> Fetched:
 
 
 def _why(error: BaseException) -> str:
-    """The error's code and message on one line, short (a stand-in may answer with a whole HTML page)."""
-    return f"{error_code(error) or type(error).__name__}: {loggable(str(error), 240)}"
+    """The error's code and message on one line, short. An answer that is a web page, not an AWS error (moto
+    has no Price List API and answers its 500 page), is said to be one instead of quoting its markup."""
+    message = str(error)
+    aws_message = str(getattr(error, "response", {}).get("Error", {}).get("Message", ""))
+    if aws_message.lstrip().startswith("<"):
+        message = message.replace(aws_message, "").rstrip(": ") + ": the endpoint answered a web page, not an AWS error"
+    return f"{error_code(error) or type(error).__name__}: {loggable(message, 240)}"
 
 
 def clear_cache() -> None:

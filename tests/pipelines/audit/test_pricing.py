@@ -160,6 +160,7 @@ def test_a_price_list_that_cannot_answer_is_a_failure_note_not_an_error(aws, fre
         assert result.rates == {} and result.failure
         assert "\n" not in result.failure and len(result.failure) < 300
     assert moto.failure.startswith("500") and unreachable.failure.startswith("EndpointConnectionError")
+    assert "<" not in moto.failure and moto.failure.endswith("the endpoint answered a web page, not an AWS error")
 
 
 def test_a_denied_price_list_is_a_failure_note_naming_the_code(aws, fresh_cache, stubbed_pricing):
