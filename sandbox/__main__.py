@@ -146,21 +146,50 @@ def run(moto_port: int, dagster_port: int) -> None:
     os.execve(command[0], command, env)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc; none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _wait_gone(pids: list[int], grace_s: float) -> list[int]:
+    deadline = time.monotonic() + grace_s
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [p for p in pids if _pid_alive(p)]
+
+
 def stop_ui(grace_s: float = 30) -> None:
-    """Stop `dagster dev` as Ctrl-C does (SIGINT: it stops its webserver, daemon and code server), then make sure."""
+    """Stop `dagster dev` as Ctrl-C does (SIGINT: it stops its webserver, daemon and code server), then make
+    sure: what it started and left running (seen: the webserver and daemon, after dagster dev exited) is
+    stopped too, SIGTERM first."""
     try:
         pid = int(json.loads(UI_FILE.read_text())["pid"])
     except (OSError, ValueError, KeyError):
         print("No sandbox Dagster UI is running.")
         return
     if _pid_alive(pid) and "dagster" in _command_of(pid):
+        started = _descendants(pid)  # read before they are orphaned and lose their parent
         os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + grace_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        print(f"Stopped the sandbox Dagster UI (pid {pid}).")
+        for survivor in _wait_gone([pid], grace_s):
+            os.kill(survivor, signal.SIGKILL)
+        left = [p for p in started if _pid_alive(p)]
+        for child in left:
+            os.kill(child, signal.SIGTERM)
+        for child in _wait_gone(left, min(grace_s, 10)):
+            os.kill(child, signal.SIGKILL)
+        print(f"Stopped the sandbox Dagster UI (pid {pid}" + (f"; and {len(left)} process(es) it left)" if left else ")."))
     else:
         print("No sandbox Dagster UI is running.")
     UI_FILE.unlink(missing_ok=True)
