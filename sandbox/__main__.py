@@ -170,9 +170,10 @@ def _wait_gone(pids: list[int], grace_s: float) -> list[int]:
     return [p for p in pids if _pid_alive(p)]
 
 
-def stop_ui(grace_s: float = 30) -> None:
-    """Stop `dagster dev` as Ctrl-C does (SIGINT: it stops its webserver, daemon and code server), then make
-    sure: what it started and left running (seen: the webserver and daemon, after dagster dev exited) is
+def stop_ui(grace_s: float = 30, keep: frozenset[int] = frozenset()) -> None:
+    """Stop `dagster dev` as Ctrl-C in its terminal does: SIGINT to it and every process below it (its
+    webserver, daemon and code server; not ``keep``, the moto server `make run` started before it), then
+    make sure: what is left after ``grace_s`` (seen: the webserver and daemon outliving dagster dev) is
     stopped too, SIGTERM first."""
     try:
         pid = int(json.loads(UI_FILE.read_text())["pid"])
@@ -180,13 +181,20 @@ def stop_ui(grace_s: float = 30) -> None:
         print("No sandbox Dagster UI is running.")
         return
     if _pid_alive(pid) and "dagster" in _command_of(pid):
-        started = _descendants(pid)  # read before they are orphaned and lose their parent
-        os.kill(pid, signal.SIGINT)
+        started = [p for p in _descendants(pid) if p not in keep]  # read before they are orphaned
+        for target in [pid, *started]:
+            try:
+                os.kill(target, signal.SIGINT)
+            except OSError:
+                pass  # already gone
         for survivor in _wait_gone([pid], grace_s):
             os.kill(survivor, signal.SIGKILL)
         left = [p for p in started if _pid_alive(p)]
         for child in left:
-            os.kill(child, signal.SIGTERM)
+            try:
+                os.kill(child, signal.SIGTERM)
+            except OSError:
+                pass
         for child in _wait_gone(left, min(grace_s, 10)):
             os.kill(child, signal.SIGKILL)
         print(f"Stopped the sandbox Dagster UI (pid {pid}" + (f"; and {len(left)} process(es) it left)" if left else ")."))
@@ -203,8 +211,8 @@ def _command_of(pid: int) -> str:
 
 
 def stop() -> None:
-    stop_ui()
     state = _read_state()
+    stop_ui(keep=frozenset({int(state["pid"])}) if state else frozenset())
     if state and _pid_alive(int(state["pid"])):
         os.kill(int(state["pid"]), signal.SIGTERM)
         print(f"Stopped the sandbox moto server (pid {state['pid']}).")
